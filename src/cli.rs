@@ -1,0 +1,131 @@
+//! Command-line interface.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use crate::catalog::Catalog;
+use crate::config::{Config, DEFAULT_BIND, DEFAULT_DATABASE};
+use crate::startup::{self, Application};
+use crate::telemetry::{self, LogFormat};
+
+/// anonstats: collect opt-in, anonymous usage statistics and keep only
+/// anonymised counts.
+#[derive(Debug, Parser)]
+#[command(name = "anonstats", version, about, long_about = None)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "ANONSTATS_LOG_FORMAT"
+    )]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the collector (applies pending migrations first).
+    Serve(ServeArgs),
+    /// Apply pending database migrations and exit.
+    Migrate(DatabaseArgs),
+}
+
+/// Where the data lives.
+#[derive(Debug, Args)]
+pub struct DatabaseArgs {
+    /// SQLite file (created with WAL if missing) or postgres:// URL. Falls
+    /// back to DATABASE_URL, then to anonstats.db in the working directory.
+    #[arg(long = "database", env = "ANONSTATS_DATABASE_URL", value_name = "URL")]
+    pub database: Option<String>,
+}
+
+impl DatabaseArgs {
+    /// The URL to use, after the fallbacks.
+    pub fn url(&self) -> String {
+        self.database
+            .clone()
+            .or_else(|| std::env::var("DATABASE_URL").ok().filter(|s| !s.is_empty()))
+            .unwrap_or_else(|| DEFAULT_DATABASE.to_owned())
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address and port to listen on.
+    #[arg(long, env = "ANONSTATS_BIND", default_value = DEFAULT_BIND, value_name = "ADDR")]
+    pub bind: String,
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+    /// Catalog file replacing the built-in passbolt catalog (see docs/catalog.md).
+    #[arg(long, env = "ANONSTATS_CATALOG", value_name = "FILE")]
+    pub catalog: Option<PathBuf>,
+    /// HTTP worker threads [default: one per CPU core].
+    #[arg(long, env = "ANONSTATS_WORKERS")]
+    pub workers: Option<usize>,
+    /// Reports that may wait for the writer; beyond that, 503.
+    #[arg(long, env = "ANONSTATS_QUEUE_CAPACITY", default_value_t = 4096)]
+    pub queue_capacity: usize,
+    /// Most reports committed in one transaction.
+    #[arg(long, env = "ANONSTATS_MAX_BATCH", default_value_t = 1024)]
+    pub max_batch: usize,
+    /// Database connections in the pool.
+    #[arg(long, env = "ANONSTATS_POOL_SIZE", default_value_t = 8)]
+    pub pool_size: u32,
+    /// Seconds allowed for in-flight requests on SIGTERM/SIGINT.
+    #[arg(long, env = "ANONSTATS_SHUTDOWN_TIMEOUT", default_value_t = 30)]
+    pub shutdown_timeout: u64,
+}
+
+impl ServeArgs {
+    /// The runtime configuration these flags describe. The secret comes from
+    /// `ANONSTATS_SECRET` only: a flag would show in process listings.
+    pub fn config(&self) -> anyhow::Result<Config> {
+        let mut config = Config::new(self.db.url());
+        config.bind = self.bind.clone();
+        if let Some(path) = &self.catalog {
+            config.catalog = Arc::new(Catalog::from_file(path)?);
+        }
+        config.secret = std::env::var("ANONSTATS_SECRET")
+            .ok()
+            .filter(|s| !s.is_empty());
+        config.workers = self.workers;
+        anyhow::ensure!(
+            self.queue_capacity > 0,
+            "--queue-capacity must be at least 1"
+        );
+        anyhow::ensure!(self.max_batch > 0, "--max-batch must be at least 1");
+        config.writer.queue_capacity = self.queue_capacity;
+        config.writer.max_batch = self.max_batch;
+        config.pool_size = self.pool_size.max(2);
+        config.shutdown_timeout = self.shutdown_timeout;
+        Ok(config)
+    }
+}
+
+/// Parses the command line and runs the command.
+pub fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    match cli.command {
+        Command::Serve(args) => {
+            let config = args.config()?;
+            actix_web::rt::System::new().block_on(async move {
+                let app = Application::build(config)?;
+                app.run_until_stopped().await.context("server failed")
+            })
+        }
+        Command::Migrate(args) => {
+            let url = args.url();
+            startup::prepare_database(&url, 1)?;
+            eprintln!("migrations applied to {}", crate::db::redact_url(&url));
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! Runtime configuration of the collector, independent of how it was given
+//! (flags, environment, tests).
+
+use std::sync::Arc;
+
+use crate::catalog::Catalog;
+use crate::ingest::WriterConfig;
+
+/// Default listen address.
+pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
+/// Default database: a SQLite file in the working directory.
+pub const DEFAULT_DATABASE: &str = "anonstats.db";
+/// Largest accepted request body.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Everything `serve` needs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on (`127.0.0.1:0` picks a free port).
+    pub bind: String,
+    /// SQLite path or `postgres://` URL.
+    pub database_url: String,
+    /// What may be collected.
+    pub catalog: Arc<Catalog>,
+    /// Pseudonymisation secret; when `None`, one is generated once and kept
+    /// in the database so that every collector sharing it agrees.
+    pub secret: Option<String>,
+    /// Batching writer tuning.
+    pub writer: WriterConfig,
+    /// Most database connections (the writer uses one, reads the rest).
+    pub pool_size: u32,
+    /// HTTP worker threads (default: one per core).
+    pub workers: Option<usize>,
+    /// Seconds to finish in-flight requests on SIGTERM/SIGINT.
+    pub shutdown_timeout: u64,
+    /// Product that reports to the legacy passbolt endpoint belong to.
+    pub legacy_product: String,
+}
+
+impl Config {
+    /// Defaults for everything, on the given database.
+    pub fn new(database_url: impl Into<String>) -> Config {
+        Config {
+            bind: DEFAULT_BIND.to_owned(),
+            database_url: database_url.into(),
+            catalog: Arc::new(Catalog::builtin()),
+            secret: None,
+            writer: WriterConfig::default(),
+            pool_size: 8,
+            workers: None,
+            shutdown_timeout: 30,
+            legacy_product: "passbolt".to_owned(),
+        }
+    }
+}

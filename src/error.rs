@@ -1,0 +1,115 @@
+//! The one error type of the HTTP edge, rendered as RFC 9457 problem details
+//! (`application/problem+json`). Bodies are short and never echo request
+//! headers; internal errors never leak their cause to the client.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+use crate::ingest::IngestError;
+use crate::validation::{Invalid, Violation};
+
+/// Media type of every error body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Everything a handler can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("the report is invalid")]
+    Invalid(Invalid),
+    #[error("the request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("the content type must be {expected}")]
+    UnsupportedMediaType { expected: &'static str },
+    #[error("the request body could not be read")]
+    BadBody,
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+    #[error("not found")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    title: &'a str,
+    status: u16,
+    detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rule: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<&'a [Violation]>,
+}
+
+impl ApiError {
+    fn problem_type(&self) -> &'static str {
+        match self {
+            ApiError::Invalid(_) => "urn:anonstats:problem:invalid-report",
+            ApiError::PayloadTooLarge { .. } => "urn:anonstats:problem:payload-too-large",
+            ApiError::UnsupportedMediaType { .. } => "urn:anonstats:problem:unsupported-media-type",
+            ApiError::BadBody => "urn:anonstats:problem:bad-body",
+            ApiError::Ingest(IngestError::Overloaded) => "urn:anonstats:problem:overloaded",
+            ApiError::Ingest(_) => "urn:anonstats:problem:unavailable",
+            ApiError::NotFound => "about:blank",
+            ApiError::MethodNotAllowed => "about:blank",
+        }
+    }
+
+    /// Seconds a client should wait before retrying, for 503 answers.
+    fn retry_after(&self) -> Option<u32> {
+        match self {
+            ApiError::Ingest(IngestError::Overloaded) => Some(1),
+            ApiError::Ingest(_) => Some(5),
+            _ => None,
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Invalid(_) | ApiError::BadBody => StatusCode::BAD_REQUEST,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Ingest(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        let first = match self {
+            ApiError::Invalid(Invalid(v)) => v.first(),
+            _ => None,
+        };
+        let detail = match (self, first) {
+            (ApiError::Invalid(_), Some(v)) if v.field.is_empty() => v.detail.clone(),
+            (ApiError::Invalid(_), Some(v)) => format!("{}: {}", v.field, v.detail),
+            _ => self.to_string(),
+        };
+        let body = Problem {
+            kind: self.problem_type(),
+            title: status.canonical_reason().unwrap_or("Error"),
+            status: status.as_u16(),
+            detail,
+            field: first.map(|v| v.field.as_str()),
+            rule: first.map(|v| v.rule),
+            errors: match self {
+                ApiError::Invalid(Invalid(v)) => Some(v),
+                _ => None,
+            },
+        };
+        let mut response = HttpResponse::build(status);
+        response.insert_header((header::CONTENT_TYPE, PROBLEM_JSON));
+        if let Some(secs) = self.retry_after() {
+            response.insert_header((header::RETRY_AFTER, secs.to_string()));
+        }
+        response.body(serde_json::to_string(&body).expect("problem serialises"))
+    }
+}

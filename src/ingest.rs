@@ -1,0 +1,209 @@
+//! The batching writer: the only path from a request to the database.
+//!
+//! Requests hand their anonymised [`Record`] to a bounded queue and wait.
+//! One writer thread takes everything queued (up to a batch size), writes it
+//! in one transaction, and only after the commit answers each request. A
+//! full queue or a database error is answered at once, so a client is told
+//! to retry instead of being told "stored" for a report that is not on disk.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use crate::anonymize::Record;
+use crate::db::Pool;
+use crate::store::{self, Outcome};
+
+/// Tuning of the writer.
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    /// Reports waiting for the writer before new ones get 503.
+    pub queue_capacity: usize,
+    /// Most reports written in one transaction.
+    pub max_batch: usize,
+    /// Attempts for a transaction that lost a race with another collector.
+    pub max_attempts: u32,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        WriterConfig {
+            queue_capacity: 4096,
+            max_batch: 1024,
+            max_attempts: 3,
+        }
+    }
+}
+
+/// Why a report could not be stored now. Each means "retry later".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum IngestError {
+    #[error("the ingest queue is full")]
+    Overloaded,
+    #[error("the database is unavailable")]
+    Unavailable,
+    #[error("the collector is shutting down")]
+    ShuttingDown,
+}
+
+struct Job {
+    record: Record,
+    reply: oneshot::Sender<Result<Outcome, IngestError>>,
+}
+
+/// Shared view of the writer's health, for readiness checks and metrics.
+#[derive(Debug, Default)]
+pub struct WriterState {
+    queued: AtomicUsize,
+    healthy: AtomicBool,
+}
+
+impl WriterState {
+    /// Reports waiting in the queue.
+    pub fn queue_depth(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Whether the last transaction committed (true before the first one).
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+}
+
+/// The request side of the writer; cheap to clone.
+#[derive(Clone)]
+pub struct Ingest {
+    tx: SyncSender<Job>,
+    state: Arc<WriterState>,
+    capacity: usize,
+}
+
+/// Owns the writer thread; dropping every [`Ingest`] and calling
+/// [`Writer::join`] drains the queue and stops it.
+pub struct Writer {
+    thread: JoinHandle<()>,
+}
+
+impl Writer {
+    /// Waits until every queued report has been written or answered.
+    pub fn join(self) {
+        let _ = self.thread.join();
+    }
+}
+
+/// Starts the writer thread over `pool`.
+pub fn start(pool: Pool, config: WriterConfig) -> (Ingest, Writer) {
+    let (tx, rx) = mpsc::sync_channel(config.queue_capacity);
+    let state = Arc::new(WriterState {
+        queued: AtomicUsize::new(0),
+        healthy: AtomicBool::new(true),
+    });
+    let ingest = Ingest {
+        tx,
+        state: state.clone(),
+        capacity: config.queue_capacity,
+    };
+    let thread = std::thread::Builder::new()
+        .name("anonstats-writer".into())
+        .spawn(move || run(rx, pool, config, state))
+        .expect("spawn writer thread");
+    (ingest, Writer { thread })
+}
+
+impl Ingest {
+    /// Queues a record and waits until it is committed (or refused).
+    pub async fn submit(&self, record: Record) -> Result<Outcome, IngestError> {
+        let (reply, answer) = oneshot::channel();
+        // Counted before sending so that the writer never subtracts first.
+        self.state.queued.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = self.tx.try_send(Job { record, reply }) {
+            self.state.queued.fetch_sub(1, Ordering::Relaxed);
+            return Err(match e {
+                TrySendError::Full(_) => IngestError::Overloaded,
+                TrySendError::Disconnected(_) => IngestError::ShuttingDown,
+            });
+        }
+        // A dropped reply means the writer died mid-batch: nothing committed.
+        answer.await.unwrap_or(Err(IngestError::Unavailable))
+    }
+
+    /// The writer's health.
+    pub fn state(&self) -> &WriterState {
+        &self.state
+    }
+
+    /// Queue capacity, for readiness checks.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+}
+
+fn run(rx: Receiver<Job>, pool: Pool, config: WriterConfig, state: Arc<WriterState>) {
+    let mut batch: Vec<Job> = Vec::with_capacity(config.max_batch);
+    loop {
+        // Block for the first job; the senders are gone when the server stopped.
+        match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(job) => batch.push(job),
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        // Group commit: whatever queued while the last transaction ran goes
+        // into this one.
+        while batch.len() < config.max_batch {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        state.queued.fetch_sub(batch.len(), Ordering::Relaxed);
+        write(&pool, &config, &state, &mut batch);
+    }
+    tracing::debug!("writer stopped: queue drained");
+}
+
+fn write(pool: &Pool, config: &WriterConfig, state: &WriterState, batch: &mut Vec<Job>) {
+    let records: Vec<Record> = batch.iter().map(|j| j.record.clone()).collect();
+    let started = Instant::now();
+    let result = (|| {
+        let mut conn = pool.get().map_err(|e| {
+            tracing::warn!(error = %e, "database unavailable");
+            IngestError::Unavailable
+        })?;
+        let mut attempt = 1;
+        loop {
+            match store::write_batch(&mut conn, &records) {
+                Ok(outcomes) => return Ok(outcomes),
+                Err(e) if store::is_retryable(&e) && attempt < config.max_attempts => {
+                    tracing::debug!(error = %e, attempt, "retrying batch after a conflict");
+                    attempt += 1;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, reports = records.len(), "batch not stored");
+                    return Err(IngestError::Unavailable);
+                }
+            }
+        }
+    })();
+    state.healthy.store(result.is_ok(), Ordering::Relaxed);
+    match result {
+        Ok(outcomes) => {
+            tracing::debug!(
+                reports = records.len(),
+                elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+                "batch committed"
+            );
+            for (job, outcome) in batch.drain(..).zip(outcomes) {
+                let _ = job.reply.send(Ok(outcome));
+            }
+        }
+        Err(e) => {
+            for job in batch.drain(..) {
+                let _ = job.reply.send(Err(e));
+            }
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! Table definitions shared by both backends. Kept by hand, using only SQL
+//! types that SQLite and PostgreSQL both map (Text, BigInt, Date, Binary).
+
+diesel::table! {
+    settings (name) {
+        name -> Text,
+        value -> Text,
+    }
+}
+
+diesel::table! {
+    daily_events (day, product, event, version, previous_version, edition) {
+        day -> Date,
+        product -> Text,
+        event -> Text,
+        version -> Text,
+        previous_version -> Text,
+        edition -> Text,
+        reports -> BigInt,
+    }
+}
+
+diesel::table! {
+    instances (instance_hash) {
+        instance_hash -> Binary,
+        product -> Text,
+        version -> Text,
+        first_seen -> Date,
+        last_seen -> Date,
+        state -> Text,
+    }
+}
+
+diesel::table! {
+    seen_reports (report_hash) {
+        report_hash -> Binary,
+        day -> Date,
+    }
+}
+
+diesel::table! {
+    instance_values (product, last_seen, kind, name, value) {
+        product -> Text,
+        last_seen -> Date,
+        kind -> Text,
+        name -> Text,
+        value -> Text,
+        instances -> BigInt,
+    }
+}
+
+diesel::table! {
+    instance_counters (product, last_seen, counter, bucket) {
+        product -> Text,
+        last_seen -> Date,
+        counter -> Text,
+        bucket -> BigInt,
+        instances -> BigInt,
+        total -> BigInt,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(
+    settings,
+    daily_events,
+    instances,
+    seen_reports,
+    instance_values,
+    instance_counters,
+);

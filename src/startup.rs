@@ -1,0 +1,180 @@
+//! Builds and runs the HTTP server: database, migrations, secret, writer,
+//! routes, in that order.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{web, App, HttpServer};
+use anyhow::Context;
+use chrono::Utc;
+
+use crate::anonymize::{self, Pseudonymizer, Record, MIN_SECRET_CHARS};
+use crate::catalog::Catalog;
+use crate::config::Config;
+use crate::db::{self, Backend, Pool};
+use crate::ingest::{self, Ingest, Writer};
+use crate::routes;
+use crate::store;
+use crate::validation::Report;
+
+/// What every handler can reach.
+pub struct AppState {
+    pub catalog: Arc<Catalog>,
+    pub pool: Pool,
+    pub ingest: Ingest,
+    pub pseudonymizer: Pseudonymizer,
+    pub legacy_product: String,
+}
+
+impl AppState {
+    /// Anonymises a validated report as of now.
+    pub fn anonymize(&self, report: Report) -> Record {
+        anonymize::anonymize(report, &self.pseudonymizer, Utc::now().date_naive())
+    }
+}
+
+/// A built collector, bound to its port but not yet serving.
+pub struct Application {
+    port: u16,
+    server: Server,
+    writer: Writer,
+}
+
+/// Connects, applies migrations and returns the pool.
+pub fn prepare_database(url: &str, pool_size: u32) -> anyhow::Result<Pool> {
+    let pool = db::pool(url, pool_size);
+    let mut conn = pool
+        .get()
+        .with_context(|| format!("cannot connect to database {}", db::redact_url(url)))?;
+    let applied = db::run_migrations(&mut conn)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("cannot apply migrations to {}", db::redact_url(url)))?;
+    if applied > 0 {
+        tracing::info!(applied, "database migrations applied");
+    }
+    Ok(pool)
+}
+
+/// The configured secret, or the one kept in the database (generated on
+/// first start).
+fn load_secret(config: &Config, pool: &Pool) -> anyhow::Result<Vec<u8>> {
+    if let Some(s) = &config.secret {
+        anyhow::ensure!(
+            s.chars().count() >= MIN_SECRET_CHARS,
+            "ANONSTATS_SECRET must be at least {MIN_SECRET_CHARS} characters"
+        );
+        return Ok(s.as_bytes().to_vec());
+    }
+    let mut conn = pool.get().context("cannot connect to database")?;
+    let secret = store::get_or_insert_setting(
+        &mut conn,
+        store::SECRET_SETTING,
+        &anonymize::generate_secret(),
+    )
+    .context("cannot read or store the pseudonymisation secret")?;
+    Ok(secret.into_bytes())
+}
+
+impl Application {
+    /// Prepares the database and binds the listener.
+    pub fn build(config: Config) -> anyhow::Result<Application> {
+        let backend = Backend::of(&config.database_url);
+        let pool = prepare_database(&config.database_url, config.pool_size)?;
+        let pseudonymizer = Pseudonymizer::new(&load_secret(&config, &pool)?);
+        let (ingest, writer) = ingest::start(pool.clone(), config.writer.clone());
+        let state = web::Data::new(AppState {
+            catalog: config.catalog.clone(),
+            pool,
+            ingest,
+            pseudonymizer,
+            legacy_product: config.legacy_product.clone(),
+        });
+        let listener = TcpListener::bind(&config.bind)
+            .with_context(|| format!("cannot listen on {}", config.bind))?;
+        let port = listener.local_addr()?.port();
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .wrap(actix_web::middleware::from_fn(access_log))
+                .configure(routes::configure)
+                .default_service(web::to(routes::not_found))
+        })
+        .shutdown_timeout(config.shutdown_timeout)
+        .client_request_timeout(Duration::from_secs(10))
+        .client_disconnect_timeout(Duration::from_secs(2))
+        .keep_alive(Duration::from_secs(15));
+        if let Some(w) = config.workers {
+            server = server.workers(w);
+        }
+        let server = server.listen(listener)?.run();
+        tracing::info!(
+            address = %config.bind,
+            port,
+            database = %db::redact_url(&config.database_url),
+            backend = backend.name(),
+            "anonstats collector listening"
+        );
+        Ok(Application {
+            port,
+            server,
+            writer,
+        })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A handle to stop the server from elsewhere (tests).
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until SIGTERM/SIGINT (or a stop through the handle), then
+    /// finishes in-flight requests and commits everything accepted.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let Application { server, writer, .. } = self;
+        let result = server.await;
+        // The server and every copy of the ingest handle are gone: the writer
+        // drains the queue and exits.
+        tokio::task::spawn_blocking(move || writer.join())
+            .await
+            .ok();
+        tracing::info!("anonstats collector stopped");
+        result
+    }
+}
+
+/// One line per request: method, route, status, size and duration. Never the
+/// address, the user agent or the raw path (which any client can fill with
+/// anything): the route pattern is logged instead.
+async fn access_log(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let route = req
+        .match_pattern()
+        .unwrap_or_else(|| "(unmatched)".to_owned());
+    let res = next.call(req).await?;
+    let size = match res.response().body().size() {
+        actix_web::body::BodySize::Sized(n) => n,
+        _ => 0,
+    };
+    tracing::info!(
+        target: "anonstats::access",
+        method = %method,
+        path = %route,
+        status = res.status().as_u16(),
+        size,
+        duration_ms = (started.elapsed().as_secs_f64() * 1000.0 * 100.0).round() / 100.0,
+        "request"
+    );
+    Ok(res)
+}

@@ -1,0 +1,614 @@
+//! Every write and every backend difference, in one place.
+//!
+//! Functions take a [`DbConn`] and return `diesel::QueryResult`. Statements
+//! that read the same on both backends are written once and expanded for
+//! each by [`with_conn!`]; the few that differ (row locks, transaction modes)
+//! match on the variant here and nowhere else.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use chrono::NaiveDate;
+use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::upsert::excluded;
+
+use crate::anonymize::{InstanceState, Record};
+use crate::db::DbConn;
+use crate::schema::{
+    daily_events, instance_counters, instance_values, instances, seen_reports, settings,
+};
+use crate::validation::Event;
+
+/// Expands one diesel statement for each backend's concrete connection.
+macro_rules! with_conn {
+    ($conn:expr, |$c:ident| $body:expr) => {
+        match $conn {
+            DbConn::Pg($c) => $body,
+            DbConn::Sqlite($c) => $body,
+        }
+    };
+}
+
+/// Rows per multi-row statement: well inside SQLite's 32,766 and
+/// PostgreSQL's 65,535 bind parameters for our widest table (7 columns).
+const CHUNK_ROWS: usize = 1000;
+
+/// Name of the setting holding the generated pseudonymisation secret.
+pub const SECRET_SETTING: &str = "pseudonym_secret";
+
+/// What happened to one report of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stored and counted.
+    Accepted,
+    /// Its `report_id` was already stored in the dedupe window: not counted again.
+    Duplicate,
+}
+
+/// Reads a setting.
+pub fn get_setting(conn: &mut DbConn, name: &str) -> QueryResult<Option<String>> {
+    with_conn!(conn, |c| settings::table
+        .filter(settings::name.eq(name))
+        .select(settings::value)
+        .first::<String>(c)
+        .optional())
+}
+
+/// Stores `value` under `name` unless a value is already there, and returns
+/// the stored value: collectors starting together agree on the first one.
+pub fn get_or_insert_setting(conn: &mut DbConn, name: &str, value: &str) -> QueryResult<String> {
+    with_conn!(conn, |c| diesel::insert_into(settings::table)
+        .values((settings::name.eq(name), settings::value.eq(value)))
+        .on_conflict_do_nothing()
+        .execute(c))?;
+    get_setting(conn, name)?.ok_or(DieselError::NotFound)
+}
+
+/// Checks that the database answers.
+pub fn ping(conn: &mut DbConn) -> QueryResult<()> {
+    use diesel::connection::SimpleConnection;
+    conn.batch_execute("SELECT 1")
+}
+
+/// Whether an error is worth retrying the whole transaction for (lost a
+/// race with another collector on PostgreSQL).
+pub fn is_retryable(e: &DieselError) -> bool {
+    matches!(
+        e,
+        DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, _)
+    ) || matches!(e, DieselError::DatabaseError(_, info) if info.message().contains("deadlock"))
+}
+
+/// Writes a batch of anonymised records in one transaction and says, for
+/// each, whether it was counted or recognised as a duplicate. Nothing of the
+/// batch is visible, and no outcome is returned, unless the whole transaction
+/// committed.
+pub fn write_batch(conn: &mut DbConn, records: &[Record]) -> QueryResult<Vec<Outcome>> {
+    match conn {
+        // IMMEDIATE takes the write lock up front: no upgrade deadlock with a
+        // concurrent reader-turned-writer (e.g. `anonstats prune`).
+        DbConn::Sqlite(c) => c.immediate_transaction(|c| {
+            let mut conn = BatchConn::Sqlite(c);
+            write_batch_in(&mut conn, records)
+        }),
+        DbConn::Pg(c) => c.transaction(|c| {
+            let mut conn = BatchConn::Pg(c);
+            write_batch_in(&mut conn, records)
+        }),
+    }
+}
+
+/// The connection inside a batch transaction.
+enum BatchConn<'a> {
+    Pg(&'a mut PgConnection),
+    Sqlite(&'a mut SqliteConnection),
+}
+
+/// Runs an insert statement over `rows`: one multi-row statement per chunk
+/// on PostgreSQL, one cached single-row statement per row on SQLite (whose
+/// diesel backend has no multi-row upsert; inside one transaction that costs
+/// microseconds per row).
+macro_rules! upsert_rows {
+    ($conn:expr, $rows:expr, |$c:ident, $values:ident| $body:expr) => {
+        match $conn {
+            BatchConn::Pg(inner) => {
+                for $values in $rows.chunks(CHUNK_ROWS) {
+                    let $c: &mut PgConnection = inner;
+                    $body;
+                }
+            }
+            BatchConn::Sqlite(inner) => {
+                for $values in $rows.iter() {
+                    let $c: &mut SqliteConnection = inner;
+                    $body;
+                }
+            }
+        }
+    };
+}
+
+/// Runs an `INSERT .. ON CONFLICT DO NOTHING RETURNING key` over `rows` and
+/// collects the keys actually inserted. Batched on PostgreSQL; row by row on
+/// SQLite, where diesel runs batches row by row anyway and a conflicting row
+/// returns nothing.
+macro_rules! insert_returning {
+    ($conn:expr, $rows:expr, $out:expr, |$c:ident, $values:ident| $stmt:expr) => {
+        match $conn {
+            BatchConn::Pg(inner) => {
+                for $values in $rows.chunks(CHUNK_ROWS) {
+                    let $c: &mut PgConnection = inner;
+                    $out.extend($stmt.get_results::<Vec<u8>>($c)?);
+                }
+            }
+            BatchConn::Sqlite(inner) => {
+                for $values in $rows.iter() {
+                    let $c: &mut SqliteConnection = inner;
+                    $out.extend($stmt.get_result::<Vec<u8>>($c).optional()?);
+                }
+            }
+        }
+    };
+}
+
+/// An instance row as stored.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = instances)]
+struct InstanceRow {
+    instance_hash: Vec<u8>,
+    product: String,
+    version: String,
+    first_seen: NaiveDate,
+    last_seen: NaiveDate,
+    state: String,
+}
+
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = daily_events)]
+struct EventRow<'a> {
+    day: NaiveDate,
+    product: &'a str,
+    event: &'a str,
+    version: &'a str,
+    previous_version: &'a str,
+    edition: &'a str,
+    reports: i64,
+}
+
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = instance_values)]
+struct ValueRow<'a> {
+    product: &'a str,
+    last_seen: NaiveDate,
+    kind: &'a str,
+    name: &'a str,
+    value: &'a str,
+    instances: i64,
+}
+
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = instance_counters)]
+struct CounterRow<'a> {
+    product: &'a str,
+    last_seen: NaiveDate,
+    counter: &'a str,
+    bucket: i64,
+    instances: i64,
+    total: i64,
+}
+
+/// Key of a daily event count.
+type EventKey = (NaiveDate, String, Event, String, String, String);
+/// Key of an instance value aggregate: product, day, kind, name, value.
+type ValueKey = (String, NaiveDate, &'static str, String, String);
+/// Key of a counter aggregate: product, day, counter, bucket.
+type CounterKey = (String, NaiveDate, String, i64);
+
+/// The latest known state of an instance during a batch.
+#[derive(Debug, Clone)]
+struct Snapshot {
+    product: String,
+    version: String,
+    last_seen: NaiveDate,
+    state: InstanceState,
+}
+
+fn write_batch_in(conn: &mut BatchConn<'_>, records: &[Record]) -> QueryResult<Vec<Outcome>> {
+    let mut outcomes = vec![Outcome::Accepted; records.len()];
+
+    // 1. Dedupe: first within the batch, then against stored keys. The insert
+    // returns only the keys it added, so concurrent collectors agree on which
+    // copy counts.
+    let mut batch_keys: HashSet<[u8; 32]> = HashSet::new();
+    let mut new_keys: Vec<(Vec<u8>, NaiveDate)> = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        if let Some(h) = r.report_hash {
+            if !batch_keys.insert(h) {
+                outcomes[i] = Outcome::Duplicate;
+            } else {
+                new_keys.push((h.to_vec(), r.day));
+            }
+        }
+    }
+    if !new_keys.is_empty() {
+        new_keys.sort();
+        let inserted = insert_report_keys(conn, &new_keys)?;
+        for (i, r) in records.iter().enumerate() {
+            if let (Some(h), Outcome::Accepted) = (r.report_hash, outcomes[i]) {
+                if !inserted.contains(h.as_slice()) {
+                    outcomes[i] = Outcome::Duplicate;
+                }
+            }
+        }
+    }
+    let accepted: Vec<&Record> = records
+        .iter()
+        .zip(&outcomes)
+        .filter(|(_, o)| **o == Outcome::Accepted)
+        .map(|(r, _)| r)
+        .collect();
+
+    // 2. Final state per instance (the last report of the batch wins) and the
+    // day it was first seen in this batch.
+    let mut finals: BTreeMap<[u8; 32], (&Record, NaiveDate)> = BTreeMap::new();
+    for r in &accepted {
+        if let Some(inst) = &r.instance {
+            finals
+                .entry(inst.hash)
+                .and_modify(|e| e.0 = r)
+                .or_insert((r, r.day));
+        }
+    }
+    let final_rows: Vec<InstanceRow> = finals
+        .iter()
+        .map(|(hash, (r, first))| InstanceRow {
+            instance_hash: hash.to_vec(),
+            product: r.product.clone(),
+            version: r.version.clone(),
+            first_seen: *first,
+            last_seen: r.day,
+            state: serde_json::to_string(&r.instance.as_ref().expect("has instance").state)
+                .expect("state serialises"),
+        })
+        .collect();
+
+    // 3. Insert instances not yet known; the ones that were already there
+    // are then read (and locked on PostgreSQL) to compute the change.
+    let created = insert_new_instances(conn, &final_rows)?;
+    let existing: Vec<Vec<u8>> = final_rows
+        .iter()
+        .map(|r| r.instance_hash.clone())
+        .filter(|h| !created.contains(h))
+        .collect();
+    let stored: HashMap<Vec<u8>, InstanceRow> = load_instances(conn, &existing)?
+        .into_iter()
+        .map(|r| (r.instance_hash.clone(), r))
+        .collect();
+
+    // 4. Walk the reports in order to classify events (legacy reports say
+    // "install" even after an update) and count them per day.
+    let mut running: HashMap<[u8; 32], String> = stored
+        .iter()
+        .map(|(h, r)| (to_key(h), r.version.clone()))
+        .collect();
+    let mut events: BTreeMap<EventKey, i64> = BTreeMap::new();
+    for r in &accepted {
+        let (mut event, mut previous) = (r.event, r.previous_version.clone());
+        if let Some(inst) = &r.instance {
+            if r.infer_update {
+                if let Some(v) = running.get(&inst.hash) {
+                    if *v != r.version {
+                        event = Event::Update;
+                        previous = Some(v.clone());
+                    }
+                }
+            }
+            running.insert(inst.hash, r.version.clone());
+        }
+        let key = (
+            r.day,
+            r.product.clone(),
+            event,
+            r.version.clone(),
+            previous.unwrap_or_default(),
+            r.edition.clone().unwrap_or_default(),
+        );
+        *events.entry(key).or_default() += 1;
+    }
+    upsert_events(conn, &events)?;
+
+    // 5. Replace the snapshots of known instances.
+    let updated: Vec<InstanceRow> = final_rows
+        .iter()
+        .filter_map(|r| {
+            stored.get(&r.instance_hash).map(|old| InstanceRow {
+                first_seen: old.first_seen,
+                ..r.clone()
+            })
+        })
+        .collect();
+    update_instances(conn, &updated)?;
+
+    // 6. Move each instance's contribution in the aggregates from its old
+    // snapshot to its new one.
+    let mut values: BTreeMap<ValueKey, i64> = BTreeMap::new();
+    let mut counters: BTreeMap<CounterKey, (i64, i64)> = BTreeMap::new();
+    for row in &final_rows {
+        if let Some(old) = stored.get(&row.instance_hash) {
+            let old_state = serde_json::from_str(&old.state).unwrap_or_default();
+            contribute(
+                &Snapshot {
+                    product: old.product.clone(),
+                    version: old.version.clone(),
+                    last_seen: old.last_seen,
+                    state: old_state,
+                },
+                -1,
+                &mut values,
+                &mut counters,
+            );
+        }
+        let (r, _) = finals[&to_key(&row.instance_hash)];
+        let state = &r.instance.as_ref().expect("has instance").state;
+        contribute(
+            &Snapshot {
+                product: row.product.clone(),
+                version: row.version.clone(),
+                last_seen: row.last_seen,
+                state: state.clone(),
+            },
+            1,
+            &mut values,
+            &mut counters,
+        );
+    }
+    values.retain(|_, d| *d != 0);
+    counters.retain(|_, (n, t)| *n != 0 || *t != 0);
+    apply_value_deltas(conn, &values)?;
+    apply_counter_deltas(conn, &counters)?;
+
+    Ok(outcomes)
+}
+
+fn to_key(h: &[u8]) -> [u8; 32] {
+    let mut k = [0u8; 32];
+    k.copy_from_slice(h);
+    k
+}
+
+/// Adds `sign` times a snapshot's contribution to the aggregate deltas.
+fn contribute(
+    s: &Snapshot,
+    sign: i64,
+    values: &mut BTreeMap<ValueKey, i64>,
+    counters: &mut BTreeMap<CounterKey, (i64, i64)>,
+) {
+    let mut add = |kind: &'static str, name: &str, value: &str| {
+        *values
+            .entry((
+                s.product.clone(),
+                s.last_seen,
+                kind,
+                name.to_owned(),
+                value.to_owned(),
+            ))
+            .or_default() += sign;
+    };
+    add("version", "", &s.version);
+    for (name, value) in &s.state.attributes {
+        add("attribute", name, value);
+    }
+    for (name, on) in &s.state.features {
+        add("feature", name, if *on { "true" } else { "false" });
+    }
+    for (name, n) in &s.state.counters {
+        let e = counters
+            .entry((s.product.clone(), s.last_seen, name.clone(), bucket_of(*n)))
+            .or_default();
+        e.0 += sign;
+        e.1 += sign * n;
+    }
+}
+
+/// Lower bound of the fine bucket a counter value is aggregated in: exact
+/// below 100, then two significant digits (at most 10% wide), so that
+/// percentiles are close and every coarse histogram bound (a power of ten
+/// times 1, 2.5 or 5) falls on a bucket bound.
+pub fn bucket_of(n: i64) -> i64 {
+    if n < 100 {
+        return n.max(0);
+    }
+    let mut scale = 1;
+    while n / scale >= 100 {
+        scale *= 10;
+    }
+    n / scale * scale
+}
+
+fn insert_report_keys(
+    conn: &mut BatchConn<'_>,
+    keys: &[(Vec<u8>, NaiveDate)],
+) -> QueryResult<HashSet<Vec<u8>>> {
+    let mut inserted = HashSet::new();
+    let rows: Vec<_> = keys
+        .iter()
+        .map(|(h, d)| (seen_reports::report_hash.eq(h), seen_reports::day.eq(d)))
+        .collect();
+    insert_returning!(conn, rows, inserted, |c, values| diesel::insert_into(
+        seen_reports::table
+    )
+    .values(values)
+    .on_conflict_do_nothing()
+    .returning(seen_reports::report_hash));
+    Ok(inserted)
+}
+
+fn insert_new_instances(
+    conn: &mut BatchConn<'_>,
+    rows: &[InstanceRow],
+) -> QueryResult<HashSet<Vec<u8>>> {
+    let mut created = HashSet::new();
+    insert_returning!(conn, rows, created, |c, values| diesel::insert_into(
+        instances::table
+    )
+    .values(values)
+    .on_conflict_do_nothing()
+    .returning(instances::instance_hash));
+    Ok(created)
+}
+
+fn load_instances(conn: &mut BatchConn<'_>, hashes: &[Vec<u8>]) -> QueryResult<Vec<InstanceRow>> {
+    let mut out = Vec::with_capacity(hashes.len());
+    for chunk in hashes.chunks(CHUNK_ROWS) {
+        let query = instances::table
+            .filter(instances::instance_hash.eq_any(chunk))
+            .order(instances::instance_hash);
+        let rows = match conn {
+            // Two collectors updating one instance must not both read the old
+            // snapshot: the second waits for the first to commit.
+            BatchConn::Pg(c) => query
+                .select(InstanceRow::as_select())
+                .for_update()
+                .load(&mut **c)?,
+            // SQLite transactions hold the database write lock already.
+            BatchConn::Sqlite(c) => query.select(InstanceRow::as_select()).load(&mut **c)?,
+        };
+        out.extend(rows);
+    }
+    Ok(out)
+}
+
+fn update_instances(conn: &mut BatchConn<'_>, rows: &[InstanceRow]) -> QueryResult<()> {
+    upsert_rows!(conn, rows, |c, values| diesel::insert_into(
+        instances::table
+    )
+    .values(values)
+    .on_conflict(instances::instance_hash)
+    .do_update()
+    .set((
+        instances::version.eq(excluded(instances::version)),
+        instances::last_seen.eq(excluded(instances::last_seen)),
+        instances::state.eq(excluded(instances::state)),
+    ))
+    .execute(c)?);
+    Ok(())
+}
+
+fn upsert_events(conn: &mut BatchConn<'_>, events: &BTreeMap<EventKey, i64>) -> QueryResult<()> {
+    let rows: Vec<EventRow<'_>> = events
+        .iter()
+        .map(
+            |((day, product, event, version, previous, edition), n)| EventRow {
+                day: *day,
+                product,
+                event: event.as_str(),
+                version,
+                previous_version: previous,
+                edition,
+                reports: *n,
+            },
+        )
+        .collect();
+    upsert_rows!(conn, rows, |c, values| diesel::insert_into(
+        daily_events::table
+    )
+    .values(values)
+    .on_conflict((
+        daily_events::day,
+        daily_events::product,
+        daily_events::event,
+        daily_events::version,
+        daily_events::previous_version,
+        daily_events::edition,
+    ))
+    .do_update()
+    .set(daily_events::reports.eq(daily_events::reports + excluded(daily_events::reports)))
+    .execute(c)?);
+    Ok(())
+}
+
+fn apply_value_deltas(
+    conn: &mut BatchConn<'_>,
+    deltas: &BTreeMap<ValueKey, i64>,
+) -> QueryResult<()> {
+    let rows: Vec<ValueRow<'_>> = deltas
+        .iter()
+        .map(|((product, day, kind, name, value), n)| ValueRow {
+            product,
+            last_seen: *day,
+            kind,
+            name,
+            value,
+            instances: *n,
+        })
+        .collect();
+    upsert_rows!(conn, rows, |c, values| diesel::insert_into(
+        instance_values::table
+    )
+    .values(values)
+    .on_conflict((
+        instance_values::product,
+        instance_values::last_seen,
+        instance_values::kind,
+        instance_values::name,
+        instance_values::value,
+    ))
+    .do_update()
+    .set(
+        instance_values::instances
+            .eq(instance_values::instances + excluded(instance_values::instances)),
+    )
+    .execute(c)?);
+    Ok(())
+}
+
+fn apply_counter_deltas(
+    conn: &mut BatchConn<'_>,
+    deltas: &BTreeMap<CounterKey, (i64, i64)>,
+) -> QueryResult<()> {
+    let rows: Vec<CounterRow<'_>> = deltas
+        .iter()
+        .map(|((product, day, counter, bucket), (n, total))| CounterRow {
+            product,
+            last_seen: *day,
+            counter,
+            bucket: *bucket,
+            instances: *n,
+            total: *total,
+        })
+        .collect();
+    upsert_rows!(conn, rows, |c, values| diesel::insert_into(
+        instance_counters::table
+    )
+    .values(values)
+    .on_conflict((
+        instance_counters::product,
+        instance_counters::last_seen,
+        instance_counters::counter,
+        instance_counters::bucket,
+    ))
+    .do_update()
+    .set((
+        instance_counters::instances
+            .eq(instance_counters::instances + excluded(instance_counters::instances)),
+        instance_counters::total.eq(instance_counters::total + excluded(instance_counters::total)),
+    ))
+    .execute(c)?);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bucket_of;
+
+    #[test]
+    fn buckets_are_exact_below_100_then_two_digits() {
+        assert_eq!(bucket_of(0), 0);
+        assert_eq!(bucket_of(99), 99);
+        assert_eq!(bucket_of(100), 100);
+        assert_eq!(bucket_of(109), 100);
+        assert_eq!(bucket_of(110), 110);
+        assert_eq!(bucket_of(2499), 2400);
+        assert_eq!(bucket_of(2500), 2500);
+        assert_eq!(bucket_of(123_456_789), 120_000_000);
+    }
+}
