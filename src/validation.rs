@@ -480,20 +480,26 @@ pub fn parse_legacy(body: &[u8], catalog: &Catalog, product: &str) -> Result<Rep
     };
     let mut fields: BTreeMap<&str, &str> = BTreeMap::new();
     let mut ignored = Vec::new();
+    const KNOWN: &[&str] = &[
+        "instance_id",
+        "context",
+        "passwords_count",
+        "users_count",
+        "version",
+    ];
     for (k, v) in &pairs {
-        match k
+        let known = k
             .strip_prefix(LEGACY_PREFIX)
             .and_then(|r| r.strip_suffix(']'))
-        {
-            Some(
-                name @ ("instance_id" | "context" | "passwords_count" | "users_count" | "version"),
-            ) => {
-                if fields.insert(name, v).is_some() {
-                    c.fail(&[k], "duplicate", "field given twice");
-                }
+            .and_then(|name| KNOWN.iter().find(|n| **n == name));
+        let Some(name) = known else {
+            if ignored.len() < MAX_IGNORED_LISTED {
+                ignored.push(truncate(k));
             }
-            _ if ignored.len() < MAX_IGNORED_LISTED => ignored.push(truncate(k)),
-            _ => {}
+            continue;
+        };
+        if fields.insert(name, v).is_some() {
+            c.fail(&[k], "duplicate", "field given twice");
         }
     }
     let path = |name: &str| format!("{LEGACY_PREFIX}{name}]");

@@ -52,9 +52,13 @@ macro_rules! on_both_backends {
     };
 }
 
-/// Prints why a PostgreSQL test did nothing.
+/// Prints why a PostgreSQL test did nothing. Written to stderr directly so
+/// that the test harness does not swallow it.
 pub fn skip_postgres(test: &str) {
-    println!("skipped {test}: set {POSTGRES_ENV} to run it against PostgreSQL");
+    let _ = writeln!(
+        std::io::stderr(),
+        "skipped {test}: set {POSTGRES_ENV} to run it against PostgreSQL"
+    );
 }
 
 static TRACING: std::sync::Once = std::sync::Once::new();
@@ -176,15 +180,26 @@ impl TestDb {
                     table_name: String,
                     #[diesel(sql_type = Text)]
                     column_name: String,
+                    #[diesel(sql_type = Text)]
+                    data_type: String,
                 }
                 let rows: Vec<TC> = diesel::sql_query(
-                    "SELECT table_name::text AS table_name, column_name::text AS column_name
+                    "SELECT table_name::text AS table_name, column_name::text AS column_name,
+                            data_type::text AS data_type
                      FROM information_schema.columns WHERE table_schema = 'public'",
                 )
                 .load(&mut conn)
                 .unwrap();
+                // Binary columns are marked so that they are read as hex.
                 rows.into_iter()
-                    .map(|r| (r.table_name, r.column_name))
+                    .map(|r| {
+                        let column = if r.data_type == "bytea" {
+                            format!("\u{0}{}", r.column_name)
+                        } else {
+                            r.column_name
+                        };
+                        (r.table_name, column)
+                    })
                     .collect()
             }
         };
@@ -195,8 +210,13 @@ impl TestDb {
         }
         let mut out = Vec::new();
         for (table, column) in columns {
+            let (column, binary) = match column.strip_prefix('\u{0}') {
+                Some(c) => (c.to_owned(), true),
+                None => (column, false),
+            };
             let cast = match self.backend {
-                Backend::Sqlite => format!("CASE WHEN typeof(\"{column}\") = 'blob' THEN hex(\"{column}\") ELSE CAST(\"{column}\" AS TEXT) END"),
+                Backend::Sqlite => format!("CASE WHEN typeof(\"{column}\") = 'blob' THEN lower(hex(\"{column}\")) ELSE CAST(\"{column}\" AS TEXT) END"),
+                Backend::Postgres if binary => format!("encode(\"{column}\", 'hex')"),
                 Backend::Postgres => format!("CAST(\"{column}\" AS TEXT)"),
             };
             let values: Vec<V> = diesel::sql_query(format!("SELECT {cast} AS v FROM \"{table}\""))

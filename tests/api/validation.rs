@@ -1,1 +1,258 @@
+//! Every validation rule: 400 problem+json naming the field and the rule,
+//! and nothing stored.
+
+use serde_json::{json, Value};
+
 use crate::helpers::*;
+use crate::on_both_backends;
+
+/// A broken report and the (field, rule) the answer must name.
+struct Case {
+    name: &'static str,
+    mutate: fn(&mut Value),
+    field: &'static str,
+    rule: &'static str,
+}
+
+fn remove(v: &mut Value, key: &str) {
+    v.as_object_mut().unwrap().remove(key);
+}
+
+const CASES: &[Case] = &[
+    Case {
+        name: "unknown top-level field",
+        mutate: |v| v["hostname"] = json!("db1.example.com"),
+        field: "hostname",
+        rule: "unknown_field",
+    },
+    Case {
+        name: "schema_version missing",
+        mutate: |v| remove(v, "schema_version"),
+        field: "schema_version",
+        rule: "required",
+    },
+    Case {
+        name: "schema_version unsupported",
+        mutate: |v| v["schema_version"] = json!(2),
+        field: "schema_version",
+        rule: "unsupported",
+    },
+    Case {
+        name: "schema_version wrong type",
+        mutate: |v| v["schema_version"] = json!("1"),
+        field: "schema_version",
+        rule: "type",
+    },
+    Case {
+        name: "unknown product",
+        mutate: |v| v["product"] = json!("nextcloud"),
+        field: "product",
+        rule: "unknown_product",
+    },
+    Case {
+        name: "product wrong type",
+        mutate: |v| v["product"] = json!(7),
+        field: "product",
+        rule: "type",
+    },
+    Case {
+        name: "malformed instance_id",
+        mutate: |v| v["instance_id"] = json!("not-a-uuid"),
+        field: "instance_id",
+        rule: "uuid",
+    },
+    Case {
+        name: "malformed report_id",
+        mutate: |v| v["report_id"] = json!("7f1c2e9a3b4d4c5e8f60718293a4b5c6"),
+        field: "report_id",
+        rule: "uuid",
+    },
+    Case {
+        name: "instance_id wrong type",
+        mutate: |v| v["instance_id"] = json!(12),
+        field: "instance_id",
+        rule: "type",
+    },
+    Case {
+        name: "malformed version",
+        mutate: |v| v["version"] = json!("4.10"),
+        field: "version",
+        rule: "version",
+    },
+    Case {
+        name: "version with words",
+        mutate: |v| v["version"] = json!("4.10.1-acme-corp"),
+        field: "version",
+        rule: "version",
+    },
+    Case {
+        name: "version too long",
+        mutate: |v| v["version"] = json!("1.2.300000000000000000000000000000"),
+        field: "version",
+        rule: "version",
+    },
+    Case {
+        name: "malformed previous_version",
+        mutate: |v| v["previous_version"] = json!("four"),
+        field: "previous_version",
+        rule: "version",
+    },
+    Case {
+        name: "version missing",
+        mutate: |v| remove(v, "version"),
+        field: "version",
+        rule: "required",
+    },
+    Case {
+        name: "event unknown",
+        mutate: |v| v["event"] = json!("uninstall"),
+        field: "event",
+        rule: "enum",
+    },
+    Case {
+        name: "update without previous_version",
+        mutate: |v| remove(v, "previous_version"),
+        field: "previous_version",
+        rule: "required_for_update",
+    },
+    Case {
+        name: "install with previous_version",
+        mutate: |v| v["event"] = json!("install"),
+        field: "previous_version",
+        rule: "forbidden_for_install",
+    },
+    Case {
+        name: "negative counter",
+        mutate: |v| v["counters"]["users"] = json!(-1),
+        field: "counters.users",
+        rule: "minimum",
+    },
+    Case {
+        name: "counter above bound",
+        mutate: |v| v["counters"]["users"] = json!(1_000_001),
+        field: "counters.users",
+        rule: "maximum",
+    },
+    Case {
+        name: "huge counter",
+        mutate: |v| v["counters"]["resources"] = json!(u64::MAX),
+        field: "counters.resources",
+        rule: "maximum",
+    },
+    Case {
+        name: "fractional counter",
+        mutate: |v| v["counters"]["users"] = json!(4.5),
+        field: "counters.users",
+        rule: "type",
+    },
+    Case {
+        name: "counter as string",
+        mutate: |v| v["counters"]["users"] = json!("42"),
+        field: "counters.users",
+        rule: "type",
+    },
+    Case {
+        name: "attribute not a string",
+        mutate: |v| v["attributes"]["edition"] = json!(["ce"]),
+        field: "attributes.edition",
+        rule: "type",
+    },
+    Case {
+        name: "feature not a boolean",
+        mutate: |v| v["features"]["mfa"] = json!("yes"),
+        field: "features.mfa",
+        rule: "type",
+    },
+    Case {
+        name: "attributes not an object",
+        mutate: |v| v["attributes"] = json!("edition=ce"),
+        field: "attributes",
+        rule: "type",
+    },
+];
+
+async fn each_rule_is_named_and_nothing_is_stored(db: TestDb) {
+    let app = spawn_app(db).await;
+    for case in CASES {
+        let mut report = sample_report();
+        (case.mutate)(&mut report);
+
+        let reply = app.post_report(&report).await;
+
+        assert_eq!(reply.status, 400, "{}: {}", case.name, reply.text());
+        assert_eq!(
+            reply.header("content-type"),
+            Some("application/problem+json"),
+            "{}",
+            case.name
+        );
+        let problem = reply.json();
+        assert_eq!(problem["status"], 400);
+        let errors = problem["errors"].as_array().expect("errors list");
+        assert!(
+            errors
+                .iter()
+                .any(|e| e["field"] == case.field && e["rule"] == case.rule),
+            "{}: expected {} / {} in {problem}",
+            case.name,
+            case.field,
+            case.rule
+        );
+        assert!(
+            problem["detail"].as_str().unwrap().len() < 300,
+            "{}: short detail",
+            case.name
+        );
+    }
+    for table in [
+        "daily_events",
+        "instances",
+        "seen_reports",
+        "instance_values",
+        "instance_counters",
+    ] {
+        assert_eq!(app.db.count(table), 0, "{table} must stay empty");
+    }
+}
+on_both_backends!(each_rule_is_named_and_nothing_is_stored);
+
+async fn body_that_is_not_a_json_object_is_refused(db: TestDb) {
+    let app = spawn_app(db).await;
+    for body in [&b"{not json"[..], b"[1,2,3]", b"", b"null"] {
+        let reply = app
+            .post("/api/v1/reports", "application/json", body.to_vec())
+            .await;
+        assert_eq!(reply.status, 400, "{}", String::from_utf8_lossy(body));
+        assert_eq!(
+            reply.header("content-type"),
+            Some("application/problem+json")
+        );
+        assert!(reply.json()["rule"].is_string());
+    }
+    assert_eq!(app.db.count("daily_events"), 0);
+}
+on_both_backends!(body_that_is_not_a_json_object_is_refused);
+
+async fn json_error_does_not_echo_the_body(db: TestDb) {
+    let app = spawn_app(db).await;
+    let body = br#"{"schema_version": 1, "product": "passbolt", "secret-token-xyz" "#.to_vec();
+    let reply = app.post("/api/v1/reports", "application/json", body).await;
+    assert_eq!(reply.status, 400);
+    assert!(!reply.text().contains("secret-token-xyz"));
+}
+on_both_backends!(json_error_does_not_echo_the_body);
+
+async fn minimal_report_is_accepted(db: TestDb) {
+    let app = spawn_app(db).await;
+    let reply = app
+        .post_report(&json!({"schema_version": 1, "product": "passbolt", "event": "install", "version": "5.0.0-rc.1"}))
+        .await;
+    assert_eq!(reply.status, 202, "{}", reply.text());
+    assert_eq!(
+        app.db
+            .reports("version = '5.0.0-rc.1' AND event = 'install'"),
+        1
+    );
+    assert_eq!(app.db.count("instances"), 0);
+}
+on_both_backends!(minimal_report_is_accepted);
