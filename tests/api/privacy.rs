@@ -232,3 +232,24 @@ async fn schema_has_no_timestamp_columns(db: TestDb) {
     assert_eq!(scalar(&mut conn, sql), 0);
 }
 on_both_backends!(schema_has_no_timestamp_columns);
+
+/// Database URLs are printed with their password redacted, even when the
+/// connection fails.
+#[test]
+fn database_password_is_never_printed() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_anonstats"))
+        .args([
+            "migrate",
+            "--database",
+            "postgres://stats:hunter2-pw-marker@127.0.0.1:1/stats",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("postgres://stats:***@127.0.0.1:1/stats"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2-pw-marker"), "{stderr}");
+}
