@@ -2,6 +2,7 @@
 //! never touch SQL.
 
 mod catalog;
+mod dashboard;
 mod health;
 mod reports;
 
@@ -22,6 +23,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .default_service(web::to(method_not_allowed)),
     )
     .route("/api/v1/catalog", web::get().to(catalog::get_catalog))
+    .route("/", web::get().to(dashboard::page))
+    .route("/assets/{name}", web::get().to(dashboard::static_asset))
     .route("/healthz", web::get().to(health::healthz))
     .route("/readyz", web::get().to(health::readyz));
 }
