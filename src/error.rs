@@ -29,6 +29,13 @@ pub enum ApiError {
     NotFound,
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// A path or query parameter is malformed or unknown.
+    #[error("{name}: {detail}")]
+    BadParameter {
+        name: &'static str,
+        rule: &'static str,
+        detail: String,
+    },
 }
 
 #[derive(Serialize)]
@@ -57,6 +64,7 @@ impl ApiError {
             ApiError::Ingest(_) => "urn:anonstats:problem:unavailable",
             ApiError::NotFound => "about:blank",
             ApiError::MethodNotAllowed => "about:blank",
+            ApiError::BadParameter { .. } => "urn:anonstats:problem:invalid-parameter",
         }
     }
 
@@ -73,7 +81,9 @@ impl ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::Invalid(_) | ApiError::BadBody => StatusCode::BAD_REQUEST,
+            ApiError::Invalid(_) | ApiError::BadBody | ApiError::BadParameter { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Ingest(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -98,8 +108,14 @@ impl ResponseError for ApiError {
             title: status.canonical_reason().unwrap_or("Error"),
             status: status.as_u16(),
             detail,
-            field: first.map(|v| v.field.as_str()),
-            rule: first.map(|v| v.rule),
+            field: match self {
+                ApiError::BadParameter { name, .. } => Some(name),
+                _ => first.map(|v| v.field.as_str()),
+            },
+            rule: match self {
+                ApiError::BadParameter { rule, .. } => Some(rule),
+                _ => first.map(|v| v.rule),
+            },
             errors: match self {
                 ApiError::Invalid(Invalid(v)) => Some(v),
                 _ => None,

@@ -3,6 +3,7 @@
 
 mod catalog;
 mod health;
+mod instances;
 mod reports;
 
 use actix_web::{web, HttpResponse, ResponseError};
@@ -22,6 +23,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .default_service(web::to(method_not_allowed)),
     )
     .route("/api/v1/catalog", web::get().to(catalog::get_catalog))
+    .service(
+        web::resource("/api/v1/instances/{instance_id}")
+            .route(web::delete().to(instances::delete_instance))
+            .default_service(web::to(method_not_allowed)),
+    )
     .route("/healthz", web::get().to(health::healthz))
     .route("/readyz", web::get().to(health::readyz));
 }
