@@ -316,7 +316,7 @@ fn releases(rng: &mut StdRng, days: u32) -> Vec<Release> {
             version: format!("{major}.{minor}.{patch}"),
         });
         n += 1;
-        if n % 12 == 0 {
+        if n % 24 == 0 {
             (major, minor, patch) = (major + 1, 0, 0);
         } else if n % 3 == 0 {
             (minor, patch) = (minor + 1, 0);

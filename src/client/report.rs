@@ -121,13 +121,35 @@ impl Outgoing {
             errors: Vec::new(),
             warnings: Vec::new(),
         };
+        // Unknown names are listed whatever else is wrong, so that one run
+        // shows every mistake.
+        if let Some(product) = catalog.product(&self.product) {
+            let unknown = |section: &str, known: bool, name: &str| {
+                (!known).then(|| {
+                    format!(
+                        "{section}.{name}: not in the catalog of product {}",
+                        self.product
+                    )
+                })
+            };
+            check.errors.extend(
+                self.attributes
+                    .keys()
+                    .filter_map(|n| unknown("attributes", product.attributes.contains_key(n), n)),
+            );
+            check.errors.extend(
+                self.counters
+                    .keys()
+                    .filter_map(|n| unknown("counters", product.counters.contains_key(n), n)),
+            );
+            check.errors.extend(
+                self.features
+                    .keys()
+                    .filter_map(|n| unknown("features", product.features.contains_key(n), n)),
+            );
+        }
         match validation::validate_v1(&value, catalog) {
             Ok(r) => {
-                check.errors.extend(
-                    r.ignored.iter().map(|path| {
-                        format!("{path}: not in the catalog of product {}", self.product)
-                    }),
-                );
                 for (name, value) in &self.attributes {
                     if r.attributes.get(name).map(String::as_str) == Some(OTHER) && value != OTHER {
                         check.warnings.push(format!(
@@ -173,7 +195,7 @@ pub fn explain(report: &Outgoing, catalog: &Catalog, optin_path: &str) -> String
     line(format!("report_id = {}", report.report_id));
     line("    A random UUID made for this one report, so that the collector counts it once".into());
     line("    even if a retry delivers it twice. A new one is made for every report; the".into());
-    line("    collector keeps only a keyed hash of it, for a limited time.".into());
+    line("    collector keeps only a keyed hash of it, to recognise a repeat.".into());
     match report.instance_id {
         Some(id) => {
             line(format!("instance_id = {id}"));
@@ -199,13 +221,10 @@ pub fn explain(report: &Outgoing, catalog: &Catalog, optin_path: &str) -> String
         }
     }
     line(format!("product = {}", report.product));
-    line(format!(
-        "    The software being reported on{}.",
-        product
-            .filter(|p| !p.description.is_empty())
-            .map(|p| format!(" ({})", p.description.trim_end_matches('.')))
-            .unwrap_or_default()
-    ));
+    line("    The software being reported on.".into());
+    if let Some(p) = product.filter(|p| !p.description.is_empty()) {
+        line(format!("    {}", p.description));
+    }
     line(format!("event = {}", report.event));
     line(
         "    Whether this is a new install or an update. Only the day it is received is kept,"
