@@ -18,6 +18,7 @@ use crate::validation::parse_uuid;
 
 /// Query parameters.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ForgetQuery {
     /// The product the install reported as (default: the catalog's default
     /// product); part of the pseudonym.

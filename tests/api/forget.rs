@@ -162,6 +162,14 @@ async fn malformed_erasure_requests_are_problems(db: TestDb) {
         &format!("/api/v1/instances/{}?product=nope", uuid::Uuid::new_v4()),
     )
     .await;
+    let bad_query = delete(
+        &app,
+        &format!(
+            "/api/v1/instances/{}?prodcut=passbolt",
+            uuid::Uuid::new_v4()
+        ),
+    )
+    .await;
     let get = app
         .get(&format!("/api/v1/instances/{}", uuid::Uuid::new_v4()))
         .await;
@@ -174,6 +182,10 @@ async fn malformed_erasure_requests_are_problems(db: TestDb) {
     assert_eq!(bad_product.0, 400);
     let problem: Value = serde_json::from_slice(&bad_product.2).unwrap();
     assert_eq!(problem["field"], "product");
+    assert_eq!(
+        bad_query.0, 400,
+        "a misspelt parameter is not silently ignored"
+    );
     assert_eq!(get.status, 405);
 }
 on_both_backends!(malformed_erasure_requests_are_problems);
