@@ -29,13 +29,9 @@ pub enum ApiError {
     NotFound,
     #[error("method not allowed")]
     MethodNotAllowed,
-    /// A path or query parameter is malformed or unknown.
-    #[error("{name}: {detail}")]
-    BadParameter {
-        name: &'static str,
-        rule: &'static str,
-        detail: String,
-    },
+    /// A path or query parameter is malformed or unknown; `field` names it.
+    #[error("{}: {}", .0.field, .0.detail)]
+    BadParameter(Violation),
 }
 
 #[derive(Serialize)]
@@ -64,7 +60,7 @@ impl ApiError {
             ApiError::Ingest(_) => "urn:anonstats:problem:unavailable",
             ApiError::NotFound => "about:blank",
             ApiError::MethodNotAllowed => "about:blank",
-            ApiError::BadParameter { .. } => "urn:anonstats:problem:invalid-parameter",
+            ApiError::BadParameter(_) => "urn:anonstats:problem:invalid-parameter",
         }
     }
 
@@ -81,14 +77,13 @@ impl ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::Invalid(_) | ApiError::BadBody | ApiError::BadParameter { .. } => {
-                StatusCode::BAD_REQUEST
-            }
+            ApiError::Invalid(_) | ApiError::BadBody => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Ingest(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::BadParameter(_) => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -96,6 +91,7 @@ impl ResponseError for ApiError {
         let status = self.status_code();
         let first = match self {
             ApiError::Invalid(Invalid(v)) => v.first(),
+            ApiError::BadParameter(v) => Some(v),
             _ => None,
         };
         let detail = match (self, first) {
@@ -108,14 +104,8 @@ impl ResponseError for ApiError {
             title: status.canonical_reason().unwrap_or("Error"),
             status: status.as_u16(),
             detail,
-            field: match self {
-                ApiError::BadParameter { name, .. } => Some(name),
-                _ => first.map(|v| v.field.as_str()),
-            },
-            rule: match self {
-                ApiError::BadParameter { rule, .. } => Some(rule),
-                _ => first.map(|v| v.rule),
-            },
+            field: first.map(|v| v.field.as_str()),
+            rule: first.map(|v| v.rule),
             errors: match self {
                 ApiError::Invalid(Invalid(v)) => Some(v),
                 _ => None,

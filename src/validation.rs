@@ -488,7 +488,10 @@ pub fn parse_legacy(body: &[u8], catalog: &Catalog, product: &str) -> Result<Rep
             Some(
                 name @ ("instance_id" | "context" | "passwords_count" | "users_count" | "version"),
             ) => {
-                if fields.insert(name, v).is_some() {
+                // Not a match guard: a field given twice must not fall
+                // through to the ignored arm.
+                let given_twice = fields.insert(name, v).is_some();
+                if given_twice {
                     c.fail(&[k], "duplicate", "field given twice");
                 }
             }

@@ -209,11 +209,9 @@ fn parse_php(text: &str) -> Result<OptIn, String> {
                     other => return Err(format!("'send' must be true or false, not {other}")),
                 }
             }
-            "instanceId" | "instance_id" => {
-                if !value.is_empty() {
-                    out.instance_id =
-                        Some(parse_uuid(value).ok_or_else(|| format!("'{key}' must be a UUID"))?);
-                }
+            "instanceId" | "instance_id" if !value.is_empty() => {
+                out.instance_id =
+                    Some(parse_uuid(value).ok_or_else(|| format!("'{key}' must be a UUID"))?);
             }
             "collector" => out.collector = Some(value.clone()).filter(|v| !v.is_empty()),
             _ => {}

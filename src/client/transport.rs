@@ -17,6 +17,9 @@ pub const DEFAULT_RETRIES: u32 = 4;
 /// Largest answer body read from a collector.
 const MAX_ANSWER_BYTES: u64 = 1 << 20;
 
+/// Called with a one-line description of each retry.
+pub type RetryNotice = Arc<dyn Fn(&str) + Send + Sync>;
+
 /// Timeouts and retry policy.
 #[derive(Clone)]
 pub struct Options {
@@ -31,7 +34,7 @@ pub struct Options {
     /// ends the retries (an install must not hang for an hour).
     pub max_delay: Duration,
     /// Told about each retry, for people watching (the CLI prints it).
-    pub on_retry: Option<Arc<dyn Fn(&str) + Send + Sync>>,
+    pub on_retry: Option<RetryNotice>,
 }
 
 impl std::fmt::Debug for Options {

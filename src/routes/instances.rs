@@ -14,7 +14,7 @@ use crate::error::ApiError;
 use crate::ingest::IngestError;
 use crate::startup::AppState;
 use crate::store;
-use crate::validation::parse_uuid;
+use crate::validation::{parse_uuid, Violation};
 
 /// Query parameters.
 #[derive(Debug, Deserialize)]
@@ -30,26 +30,23 @@ pub async fn delete_instance(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let query = web::Query::<ForgetQuery>::from_query(req.query_string()).map_err(|_| {
-        ApiError::BadParameter {
-            name: "query",
-            rule: "query",
-            detail: "the only query parameter is product=NAME".into(),
-        }
-    })?;
-    let id = parse_uuid(&path).ok_or_else(|| ApiError::BadParameter {
-        name: "instance_id",
-        rule: "uuid",
-        detail: "must be a UUID like 7f1c2e9a-3b4d-4c5e-8f60-718293a4b5c6".into(),
+    let query = web::Query::<ForgetQuery>::from_query(req.query_string())
+        .map_err(|_| bad("query", "query", "the only query parameter is product=NAME"))?;
+    let id = parse_uuid(&path).ok_or_else(|| {
+        bad(
+            "instance_id",
+            "uuid",
+            "must be a UUID like 7f1c2e9a-3b4d-4c5e-8f60-718293a4b5c6",
+        )
     })?;
     let product = match &query.product {
         Some(p) if state.catalog.product(p).is_some() => p.clone(),
         Some(_) => {
-            return Err(ApiError::BadParameter {
-                name: "product",
-                rule: "unknown_product",
-                detail: "product is not in the catalog (see GET /api/v1/catalog)".into(),
-            })
+            return Err(bad(
+                "product",
+                "unknown_product",
+                "product is not in the catalog (see GET /api/v1/catalog)",
+            ))
         }
         None => state
             .catalog
@@ -77,4 +74,14 @@ pub async fn delete_instance(
     .map_err(|_| ApiError::Ingest(IngestError::Unavailable))??;
     // Whether anything was found is deliberately neither answered nor logged.
     Ok(HttpResponse::Accepted().json(json!({"status": "forgotten"})))
+}
+
+fn bad(field: &str, rule: &'static str, detail: &str) -> ApiError {
+    ApiError::BadParameter(Violation {
+        field: field.to_owned(),
+        // A parameter, not a place in a request body.
+        pointer: String::new(),
+        rule,
+        detail: detail.to_owned(),
+    })
 }

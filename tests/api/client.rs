@@ -203,6 +203,9 @@ async fn opted_in_report_is_stored(db: TestDb) {
 }
 on_both_backends!(opted_in_report_is_stored);
 
+/// One scripted answer: status, headers, body.
+pub type Scripted = (u16, Vec<(&'static str, &'static str)>, &'static str);
+
 /// One request as the fake collector saw it.
 #[derive(Debug, Clone)]
 pub struct Seen {
@@ -221,9 +224,7 @@ pub struct FakeCollector {
 }
 
 impl FakeCollector {
-    pub fn start(
-        script: Vec<(u16, Vec<(&'static str, &'static str)>, &'static str)>,
-    ) -> FakeCollector {
+    pub fn start(script: Vec<Scripted>) -> FakeCollector {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let address = format!("http://{}", listener.local_addr().unwrap());
         let seen = Arc::new(Mutex::new(Vec::new()));
