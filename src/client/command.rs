@@ -122,6 +122,10 @@ fn note(s: &str) {
 }
 
 fn client(args: &SendArgs, choice: &OptIn) -> (Client, String) {
+    client_with(args, choice, args.retries)
+}
+
+fn client_with(args: &SendArgs, choice: &OptIn, retries: u32) -> (Client, String) {
     let url = args
         .collector
         .clone()
@@ -129,7 +133,7 @@ fn client(args: &SendArgs, choice: &OptIn) -> (Client, String) {
         .unwrap_or_else(|| DEFAULT_COLLECTOR.to_owned());
     let options = Options {
         timeout: Duration::from_secs(args.timeout.max(1)),
-        retries: args.retries,
+        retries,
         on_retry: Some(Arc::new(|s: &str| note(s))),
         ..Options::default()
     };
@@ -203,7 +207,9 @@ fn send(args: &SendArgs, path: &Path) -> anyhow::Result<()> {
         return Ok(());
     }
     let draft = draft(args)?;
-    let (client, url) = client(args, &choice);
+    // A preview falls back to the built-in catalog at once rather than
+    // making a person wait through retries.
+    let (client, url) = client_with(args, &choice, if preview { 0 } else { args.retries });
     let catalog = match &args.catalog {
         Some(file) => Catalog::from_file(file)?,
         None => match client.fetch_catalog() {

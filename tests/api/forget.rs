@@ -189,3 +189,26 @@ async fn malformed_erasure_requests_are_problems(db: TestDb) {
     assert_eq!(get.status, 405);
 }
 on_both_backends!(malformed_erasure_requests_are_problems);
+
+async fn the_clear_id_of_an_erasure_is_never_logged(db: TestDb) {
+    let mut collector = CollectorProcess::start(&db, &[], &[]);
+    let id = uuid::Uuid::new_v4().to_string();
+    let request = format!(
+        "DELETE /api/v1/instances/{id}?product=passbolt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
+
+    let answer = raw_http(collector.port, [127, 0, 0, 1].into(), request.as_bytes());
+    collector.signal_and_wait("TERM");
+
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+    let logs = collector.logs();
+    assert!(
+        logs.contains("/api/v1/instances/{instance_id}"),
+        "the route pattern is logged: {logs}"
+    );
+    assert!(
+        !logs.to_lowercase().contains(&id),
+        "the id must not appear in the logs"
+    );
+}
+on_both_backends!(the_clear_id_of_an_erasure_is_never_logged);
