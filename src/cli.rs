@@ -35,6 +35,10 @@ pub enum Command {
     Serve(ServeArgs),
     /// Apply pending database migrations and exit.
     Migrate(DatabaseArgs),
+    /// Send this install's report to a collector, if the administrator opted in.
+    Send(Box<crate::client::command::SendArgs>),
+    /// Post realistic synthetic reports to a running collector (demo data).
+    Simulate(crate::simulate::SimulateArgs),
 }
 
 /// Where the data lives.
@@ -127,5 +131,7 @@ pub fn main() -> anyhow::Result<()> {
             eprintln!("migrations applied to {}", crate::db::redact_url(&url));
             Ok(())
         }
+        Command::Send(args) => crate::client::command::run(*args),
+        Command::Simulate(args) => crate::simulate::run(args),
     }
 }

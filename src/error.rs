@@ -29,6 +29,9 @@ pub enum ApiError {
     NotFound,
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// A path or query parameter is malformed or unknown; `field` names it.
+    #[error("{}: {}", .0.field, .0.detail)]
+    BadParameter(Violation),
 }
 
 #[derive(Serialize)]
@@ -57,6 +60,7 @@ impl ApiError {
             ApiError::Ingest(_) => "urn:anonstats:problem:unavailable",
             ApiError::NotFound => "about:blank",
             ApiError::MethodNotAllowed => "about:blank",
+            ApiError::BadParameter(_) => "urn:anonstats:problem:invalid-parameter",
         }
     }
 
@@ -79,6 +83,7 @@ impl ResponseError for ApiError {
             ApiError::Ingest(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::BadParameter(_) => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -86,6 +91,7 @@ impl ResponseError for ApiError {
         let status = self.status_code();
         let first = match self {
             ApiError::Invalid(Invalid(v)) => v.first(),
+            ApiError::BadParameter(v) => Some(v),
             _ => None,
         };
         let detail = match (self, first) {

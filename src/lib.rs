@@ -7,12 +7,14 @@
 pub mod anonymize;
 pub mod catalog;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod db;
 pub mod error;
 pub mod ingest;
 pub mod routes;
 pub mod schema;
+pub mod simulate;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

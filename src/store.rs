@@ -596,6 +596,55 @@ fn apply_counter_deltas(
     Ok(())
 }
 
+/// Erases one instance: deletes its snapshot and takes its contribution out
+/// of the aggregates (`instance_values`, `instance_counters`), in one
+/// transaction. Daily event counts hold no pseudonym and stay. Returns
+/// whether there was anything to erase, which callers must not reveal to
+/// the requester (the answer would tell whether an id ever reported).
+pub fn forget_instance(conn: &mut DbConn, instance_hash: &[u8]) -> QueryResult<bool> {
+    let hash = instance_hash.to_vec();
+    match conn {
+        // IMMEDIATE, like the writer: the read and the decrement cannot
+        // interleave with a batch changing the same instance.
+        DbConn::Sqlite(c) => {
+            c.immediate_transaction(|c| forget_instance_in(&mut BatchConn::Sqlite(c), hash.clone()))
+        }
+        DbConn::Pg(c) => c.transaction(|c| forget_instance_in(&mut BatchConn::Pg(c), hash.clone())),
+    }
+}
+
+fn forget_instance_in(conn: &mut BatchConn<'_>, hash: Vec<u8>) -> QueryResult<bool> {
+    // Locked on PostgreSQL: a batch updating this instance finishes first,
+    // and the contribution removed is the one it left.
+    let Some(old) = load_instances(conn, std::slice::from_ref(&hash))?
+        .into_iter()
+        .next()
+    else {
+        return Ok(false);
+    };
+    let query = instances::table.filter(instances::instance_hash.eq(&hash));
+    match conn {
+        BatchConn::Pg(c) => diesel::delete(query).execute(&mut **c)?,
+        BatchConn::Sqlite(c) => diesel::delete(query).execute(&mut **c)?,
+    };
+    let mut values: BTreeMap<ValueKey, i64> = BTreeMap::new();
+    let mut counters: BTreeMap<CounterKey, (i64, i64)> = BTreeMap::new();
+    contribute(
+        &Snapshot {
+            product: old.product,
+            version: old.version,
+            last_seen: old.last_seen,
+            state: serde_json::from_str(&old.state).unwrap_or_default(),
+        },
+        -1,
+        &mut values,
+        &mut counters,
+    );
+    apply_value_deltas(conn, &values)?;
+    apply_counter_deltas(conn, &counters)?;
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::bucket_of;

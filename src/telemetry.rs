@@ -23,6 +23,9 @@ const CAPPED_CRATES: &[&str] = &[
     "mio",
     "awc",
     "actix_rt",
+    "ureq",
+    "ureq_proto",
+    "rustls",
 ];
 
 /// The filter used for every log output: `RUST_LOG` (default `info`) with the

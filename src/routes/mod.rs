@@ -4,6 +4,7 @@
 mod catalog;
 mod dashboard;
 mod health;
+mod instances;
 mod reports;
 
 use actix_web::{web, HttpResponse, ResponseError};
@@ -25,6 +26,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/api/v1/catalog", web::get().to(catalog::get_catalog))
     .route("/", web::get().to(dashboard::page))
     .route("/assets/{name}", web::get().to(dashboard::static_asset))
+    .service(
+        web::resource("/api/v1/instances/{instance_id}")
+            .route(web::delete().to(instances::delete_instance))
+            .default_service(web::to(method_not_allowed)),
+    )
     .route("/healthz", web::get().to(health::healthz))
     .route("/readyz", web::get().to(health::readyz));
 }

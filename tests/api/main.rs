@@ -4,10 +4,13 @@
 
 mod helpers;
 
+mod client;
+mod forget;
 mod health;
 mod ingest;
 mod legacy;
 mod limits;
 mod privacy;
 mod project;
+mod simulate;
 mod validation;
