@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::catalog::Catalog;
 use crate::config::{Config, DEFAULT_BIND, DEFAULT_DATABASE};
+use crate::reporting::cli::{ReportingArgs, StatsCommand};
 use crate::startup::{self, Application};
 use crate::telemetry::{self, LogFormat};
 
@@ -35,6 +36,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Apply pending database migrations and exit.
     Migrate(DatabaseArgs),
+    /// Print a k-anonymous report read directly from the database.
+    #[command(subcommand)]
+    Stats(StatsCommand),
 }
 
 /// Where the data lives.
@@ -81,6 +85,8 @@ pub struct ServeArgs {
     /// Seconds allowed for in-flight requests on SIGTERM/SIGINT.
     #[arg(long, env = "ANONSTATS_SHUTDOWN_TIMEOUT", default_value_t = 30)]
     pub shutdown_timeout: u64,
+    #[command(flatten)]
+    pub reporting: ReportingArgs,
 }
 
 impl ServeArgs {
@@ -105,6 +111,7 @@ impl ServeArgs {
         config.writer.max_batch = self.max_batch;
         config.pool_size = self.pool_size.max(2);
         config.shutdown_timeout = self.shutdown_timeout;
+        config.stats = self.reporting.settings();
         Ok(config)
     }
 }
@@ -127,5 +134,6 @@ pub fn main() -> anyhow::Result<()> {
             eprintln!("migrations applied to {}", crate::db::redact_url(&url));
             Ok(())
         }
+        Command::Stats(command) => crate::reporting::cli::run(command),
     }
 }

@@ -4,6 +4,7 @@
 mod catalog;
 mod health;
 mod reports;
+mod stats;
 
 use actix_web::{web, HttpResponse, ResponseError};
 
@@ -24,6 +25,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/api/v1/catalog", web::get().to(catalog::get_catalog))
     .route("/healthz", web::get().to(health::healthz))
     .route("/readyz", web::get().to(health::readyz));
+    stats::configure(cfg);
 }
 
 async fn method_not_allowed() -> HttpResponse {
