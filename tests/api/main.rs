@@ -11,3 +11,7 @@ mod limits;
 mod privacy;
 mod project;
 mod validation;
+mod stats;
+mod stats_consistency;
+mod stats_privacy;
+mod stats_seed;
