@@ -31,6 +31,8 @@ pub struct AppState {
     pub legacy_product: String,
     /// Reporting settings (k, active window, stats token).
     pub stats: reporting::Settings,
+    /// Recent stats results, reused while nothing was stored.
+    pub stats_cache: reporting::cache::Cache,
 }
 
 impl AppState {
@@ -96,6 +98,7 @@ impl Application {
             pseudonymizer,
             legacy_product: config.legacy_product.clone(),
             stats: config.stats.clone(),
+            stats_cache: Default::default(),
         });
         let listener = TcpListener::bind(&config.bind)
             .with_context(|| format!("cannot listen on {}", config.bind))?;

@@ -10,6 +10,7 @@
 //! the CSV and table renderings in [`output`].
 
 pub mod anonymity;
+pub mod cache;
 pub mod cli;
 pub mod output;
 pub mod params;
@@ -28,7 +29,7 @@ pub use params::{By, Interval, ParamError, Params, Query, Settings, StatsToken};
 use query::EventSplit;
 
 /// The reports, by the name used in URLs and on the command line.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Report {
     Summary,
     Events,
@@ -103,17 +104,10 @@ pub fn summary(conn: &mut DbConn, q: &Query) -> QueryResult<Summary> {
         .iter()
         .map(|r| r.instances)
         .sum();
-    let mut totals: BTreeMap<String, i64> = BTreeMap::new();
-    for r in query::day_events(conn, &q.product, q.from, q.to, EventSplit::None)? {
-        *totals.entry(r.event).or_default() += r.reports;
-    }
-    let mut total = |event: &str| {
-        let n = totals.get(event).copied().unwrap_or(0);
-        anonymity::guard(n, q.k(), &mut suppressed)
-    };
+    let totals = query::event_totals(conn, &q.product, q.from, q.to)?;
     let events = EventTotals {
-        install: total("install"),
-        update: total("update"),
+        install: anonymity::guard(totals.install, q.k(), &mut suppressed),
+        update: anonymity::guard(totals.update, q.k(), &mut suppressed),
     };
     Ok(Summary {
         product: q.product.clone(),

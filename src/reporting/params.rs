@@ -67,7 +67,7 @@ impl fmt::Debug for StatsToken {
 }
 
 /// How event counts are grouped in time.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Interval {
     #[default]
@@ -97,7 +97,7 @@ impl Interval {
 }
 
 /// What event counts are split by, besides the event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum By {
     Version,
@@ -165,7 +165,7 @@ impl ParamError {
 }
 
 /// A checked query with every default applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Query {
     pub product: String,
     /// First day of event counts, inclusive.

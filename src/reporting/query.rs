@@ -125,6 +125,8 @@ pub struct DayEvents {
     #[diesel(sql_type = Date)]
     pub day: NaiveDate,
     #[diesel(sql_type = Text)]
+    pub product: String,
+    #[diesel(sql_type = Text)]
     pub event: String,
     #[diesel(sql_type = Text)]
     pub label: String,
@@ -141,7 +143,12 @@ pub enum EventSplit {
 }
 
 /// Sums `daily_events` per day, event and split column from `from` to `to`
-/// (inclusive).
+/// (inclusive), for `product`.
+///
+/// The product is filtered here rather than in SQL: grouping by a prefix of
+/// the primary key (day, product, event, version) lets SQLite aggregate in
+/// key order without sorting, which an equality filter on `product` would
+/// prevent. Collectors usually serve one product, so nothing is read twice.
 pub fn day_events(
     conn: &mut DbConn,
     product: &str,
@@ -155,15 +162,66 @@ pub fn day_events(
         EventSplit::Edition => ("edition", ", edition"),
     };
     let sql = format!(
-        "SELECT day, event, {label} AS label, CAST(SUM(reports) AS BIGINT) AS reports \
+        "SELECT day, product, event, {label} AS label, CAST(SUM(reports) AS BIGINT) AS reports \
          FROM daily_events \
-         WHERE day >= ? AND day <= ? AND product = ? \
-         GROUP BY day, event{group}"
+         WHERE day >= ? AND day <= ? \
+         GROUP BY day, product, event{group}"
     );
-    load!(conn, &sql, DayEvents, |q| q
+    let mut rows = load!(conn, &sql, DayEvents, |q| q
+        .bind::<Date, _>(from)
+        .bind::<Date, _>(to))?;
+    rows.retain(|r| r.product == product);
+    Ok(rows)
+}
+
+/// Install and update reports of a product from `from` to `to`.
+#[derive(Debug, Clone, Copy, QueryableByName)]
+pub struct EventTotals {
+    #[diesel(sql_type = BigInt, column_name = installs)]
+    pub install: i64,
+    #[diesel(sql_type = BigInt, column_name = updates)]
+    pub update: i64,
+}
+
+/// Totals of install and update reports from `from` to `to` (inclusive), in
+/// one pass without grouping.
+pub fn event_totals(
+    conn: &mut DbConn,
+    product: &str,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> QueryResult<EventTotals> {
+    let sql = "SELECT \
+               CAST(COALESCE(SUM(CASE WHEN event = 'install' THEN reports ELSE 0 END), 0) AS BIGINT) AS installs, \
+               CAST(COALESCE(SUM(CASE WHEN event = 'update' THEN reports ELSE 0 END), 0) AS BIGINT) AS updates \
+               FROM daily_events \
+               WHERE day >= ? AND day <= ? AND product = ?";
+    let rows = load!(conn, sql, EventTotals, |q| q
         .bind::<Date, _>(from)
         .bind::<Date, _>(to)
-        .bind::<Text, _>(product))
+        .bind::<Text, _>(product))?;
+    Ok(rows.into_iter().next().unwrap_or(EventTotals {
+        install: 0,
+        update: 0,
+    }))
+}
+
+/// A value that changes whenever reports are stored: the reports counted on
+/// `since` and later, and the number of such rows. Every write adds reports
+/// to `daily_events` on the day it is stored, so with `since` = yesterday
+/// (a collector's clock may lag across midnight) any write changes it.
+pub fn change_marker(conn: &mut DbConn, since: NaiveDate) -> QueryResult<(i64, i64)> {
+    #[derive(QueryableByName)]
+    struct Marker {
+        #[diesel(sql_type = BigInt)]
+        reports: i64,
+        #[diesel(sql_type = BigInt)]
+        keys: i64,
+    }
+    let sql = "SELECT CAST(COALESCE(SUM(reports), 0) AS BIGINT) AS reports, \
+               CAST(COUNT(*) AS BIGINT) AS keys FROM daily_events WHERE day >= ?";
+    let rows = load!(conn, sql, Marker, |q| q.bind::<Date, _>(since))?;
+    Ok(rows.first().map(|m| (m.reports, m.keys)).unwrap_or((0, 0)))
 }
 
 /// Reports of one upgrade path.

@@ -4,7 +4,10 @@
 //! stats token is configured, every stats route requires it as
 //! `Authorization: Bearer <token>` or in the `anonstats_token` cookie.
 //! Handlers check the request, run one report on a pooled connection in the
-//! blocking pool, and render it.
+//! blocking pool (reusing a recent result while nothing was stored, see
+//! `reporting::cache`), and render it.
+
+use std::sync::Arc;
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -97,13 +100,20 @@ async fn respond(
     Ok(render(&out, format, state.stats.token.is_some()))
 }
 
-/// Runs a report on a pooled connection in the blocking pool.
-async fn run(state: &AppState, report: Report, query: Query) -> Result<Output, ApiError> {
-    let pool = state.pool.clone();
-    let catalog = state.catalog.clone();
+/// Runs a report (or reuses its recent result) on a pooled connection in
+/// the blocking pool.
+async fn run(
+    state: &web::Data<AppState>,
+    report: Report,
+    query: Query,
+) -> Result<Arc<Output>, ApiError> {
+    let state = state.clone();
     let result = web::block(move || {
-        let mut conn = pool.get().map_err(|e| e.to_string())?;
-        reporting::run(&mut conn, &catalog, &report, &query).map_err(|e| e.to_string())
+        let mut conn = state.pool.get().map_err(|e| e.to_string())?;
+        state
+            .stats_cache
+            .run(&mut conn, &state.catalog, &report, &query)
+            .map_err(|e| e.to_string())
     })
     .await;
     match result {

@@ -249,3 +249,25 @@ async fn stats_are_public_without_a_token(db: TestDb) {
     assert_eq!(reply.header("anonstats-omitted"), Some("0"));
 }
 on_both_backends!(stats_are_public_without_a_token);
+
+async fn new_reports_show_up_in_the_next_answer(db: TestDb) {
+    let app = spawn_app(db).await;
+    for _ in 0..5 {
+        assert_eq!(app.post_report(&sample_report()).await.status, 202);
+    }
+    let before = stats_json(&app, "/api/v1/stats/summary").await;
+    let versions_before = stats_json(&app, "/api/v1/stats/versions").await;
+    assert_eq!(before["active_instances"], 5);
+
+    for _ in 0..5 {
+        assert_eq!(app.post_report(&sample_report()).await.status, 202);
+    }
+    let after = stats_json(&app, "/api/v1/stats/summary").await;
+    let versions_after = stats_json(&app, "/api/v1/stats/versions").await;
+
+    assert_eq!(after["active_instances"], 10);
+    assert_eq!(after["events"]["update"], 10);
+    assert_eq!(versions_before["rows"][0]["instances"], 5);
+    assert_eq!(versions_after["rows"][0]["instances"], 10);
+}
+on_both_backends!(new_reports_show_up_in_the_next_answer);
