@@ -173,14 +173,18 @@ pub fn run(command: StatsCommand) -> anyhow::Result<()> {
         )
     })?;
 
-    let mut stdout = std::io::stdout().lock();
-    match options.format {
-        Format::Json => writeln!(stdout, "{}", serde_json::to_string(&out)?)?,
-        Format::Csv => {
-            write!(stdout, "{}", output::csv(&out))?;
-            eprintln!("{}", output::note(&out));
-        }
-        Format::Table => write!(stdout, "{}", output::table(&out))?,
+    let text = match options.format {
+        Format::Json => format!("{}\n", serde_json::to_string(&out)?),
+        Format::Csv => output::csv(&out),
+        Format::Table => output::table(&out),
+    };
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        // `anonstats stats ... | head` is not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+        other => other?,
+    }
+    if options.format == Format::Csv {
+        eprintln!("{}", output::note(&out));
     }
     Ok(())
 }
