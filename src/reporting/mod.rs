@@ -283,13 +283,16 @@ pub fn attribute(conn: &mut DbConn, q: &Query, name: &str) -> QueryResult<Attrib
     })
 }
 
+/// A shown value with its instances and share.
+type ShareRow = (String, i64, f64);
+
 /// Folded (value, instances, share) rows of one kind and name.
 fn shares(
     conn: &mut DbConn,
     q: &Query,
     kind: &str,
     name: Option<&str>,
-) -> QueryResult<(Vec<(String, i64, f64)>, Suppressed)> {
+) -> QueryResult<(Vec<ShareRow>, Suppressed)> {
     let groups: BTreeMap<String, i64> =
         query::value_counts(conn, &q.product, q.active_since(), kind, name)?
             .into_iter()

@@ -61,14 +61,26 @@ pub fn cells(output: &Output) -> (Vec<&'static str>, Vec<Vec<String>>) {
             vec!["version", "instances", "share"],
             v.rows
                 .iter()
-                .map(|r| vec![r.version.clone(), r.instances.to_string(), r.share.to_string()])
+                .map(|r| {
+                    vec![
+                        r.version.clone(),
+                        r.instances.to_string(),
+                        r.share.to_string(),
+                    ]
+                })
                 .collect(),
         ),
         Output::Attribute(a) => (
             vec!["value", "instances", "share"],
             a.rows
                 .iter()
-                .map(|r| vec![r.value.clone(), r.instances.to_string(), r.share.to_string()])
+                .map(|r| {
+                    vec![
+                        r.value.clone(),
+                        r.instances.to_string(),
+                        r.share.to_string(),
+                    ]
+                })
                 .collect(),
         ),
         Output::Counters(c) => (
@@ -226,7 +238,15 @@ pub fn table(output: &Output) -> String {
             out.push('\n');
         };
         line(header.clone());
-        line(widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().iter().map(String::as_str).collect());
+        line(
+            widths
+                .iter()
+                .map(|w| "-".repeat(*w))
+                .collect::<Vec<_>>()
+                .iter()
+                .map(String::as_str)
+                .collect(),
+        );
         for row in &rows {
             line(row.iter().map(String::as_str).collect());
         }

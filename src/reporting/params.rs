@@ -128,8 +128,7 @@ impl Params {
     /// Names of the query parameters every report accepts (parameters that
     /// do not apply to a report are accepted and ignored, so that one query
     /// string can serve a whole dashboard).
-    pub const NAMES: [&'static str; 6] =
-        ["product", "from", "to", "active_days", "interval", "by"];
+    pub const NAMES: [&'static str; 6] = ["product", "from", "to", "active_days", "interval", "by"];
 
     /// Sets the parameter `name`; `false` when no parameter has that name.
     pub fn set(&mut self, name: &str, value: String) -> bool {
@@ -198,7 +197,12 @@ impl Query {
                     "product",
                     format!(
                         "unknown product; the catalog lists {}",
-                        catalog.products.keys().cloned().collect::<Vec<_>>().join(", ")
+                        catalog
+                            .products
+                            .keys()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 ))
             }
@@ -227,12 +231,7 @@ impl Query {
             Some("day") => Interval::Day,
             Some("week") => Interval::Week,
             Some("month") => Interval::Month,
-            Some(_) => {
-                return Err(ParamError::new(
-                    "interval",
-                    "must be day, week or month",
-                ))
-            }
+            Some(_) => return Err(ParamError::new("interval", "must be day, week or month")),
         };
         let by = match params.by.as_deref() {
             None => None,

@@ -74,7 +74,10 @@ async fn every_endpoint_answers_with_the_stored_figures(db: TestDb) {
     );
     assert!(users.get("min").is_none() && users.get("max").is_none());
     let histogram = users["histogram"].as_array().unwrap();
-    let shown: i64 = histogram.iter().map(|b| b["instances"].as_i64().unwrap()).sum();
+    let shown: i64 = histogram
+        .iter()
+        .map(|b| b["instances"].as_i64().unwrap())
+        .sum();
     assert_eq!(shown, 18, "{histogram:?}");
     assert!(histogram
         .iter()
@@ -147,7 +150,12 @@ async fn csv_is_served_on_request_and_safe_in_spreadsheets(db: TestDb) {
             "formula not neutralised: {text}"
         );
     }
-    let json = get_with(&app, "/api/v1/stats/versions", &[("Accept", "application/json")]).await;
+    let json = get_with(
+        &app,
+        "/api/v1/stats/versions",
+        &[("Accept", "application/json")],
+    )
+    .await;
     assert_eq!(json.header("content-type"), Some("application/json"));
 
     let counters = app.get("/api/v1/stats/counters?format=csv").await.text();
@@ -172,7 +180,10 @@ async fn unknown_product_attribute_or_parameter_is_a_400_problem(db: TestDb) {
         ("/api/v1/stats/versions?active_days=0", "active_days"),
         ("/api/v1/stats/versions?active_days=many", "active_days"),
         ("/api/v1/stats/versions?format=xml", "format"),
-        ("/api/v1/stats/versions?product=passbolt&product=passbolt", "product"),
+        (
+            "/api/v1/stats/versions?product=passbolt&product=passbolt",
+            "product",
+        ),
     ] {
         let reply = app.get(path).await;
         assert_eq!(reply.status, 400, "{path}: {}", reply.text());
@@ -188,9 +199,14 @@ async fn unknown_product_attribute_or_parameter_is_a_400_problem(db: TestDb) {
     }
     // The attribute error names the attributes that exist.
     let reply = app.get("/api/v1/stats/attributes/colour").await;
-    assert!(reply.json()["detail"].as_str().unwrap().contains("php_version"));
+    assert!(reply.json()["detail"]
+        .as_str()
+        .unwrap()
+        .contains("php_version"));
     // Writing to a stats route is not a thing.
-    let reply = app.post("/api/v1/stats/summary", "application/json", b"{}".to_vec()).await;
+    let reply = app
+        .post("/api/v1/stats/summary", "application/json", b"{}".to_vec())
+        .await;
     assert_eq!(reply.status, 405);
 }
 on_both_backends!(unknown_product_attribute_or_parameter_is_a_400_problem);
@@ -223,16 +239,29 @@ async fn stats_token_is_required_when_configured(db: TestDb) {
             .unwrap()
             .starts_with("Bearer"));
         assert!(!missing.text().contains("4.10.1"));
-        let wrong = get_with(&app, path, &[("Authorization", "Bearer a-long-random-stats-toke")]).await;
+        let wrong = get_with(
+            &app,
+            path,
+            &[("Authorization", "Bearer a-long-random-stats-toke")],
+        )
+        .await;
         assert_eq!(wrong.status, 401, "{path}");
         let bearer = get_with(&app, path, &[("Authorization", &format!("Bearer {token}"))]).await;
         assert_eq!(bearer.status, 200, "{path}: {}", bearer.text());
         assert_eq!(bearer.header("cache-control"), Some("no-store"));
-        let cookie = get_with(&app, path, &[("Cookie", &format!("anonstats_token={token}"))]).await;
+        let cookie = get_with(
+            &app,
+            path,
+            &[("Cookie", &format!("anonstats_token={token}"))],
+        )
+        .await;
         assert_eq!(cookie.status, 200, "{path}");
     }
     // Parameters are not even looked at without the token.
-    assert_eq!(app.get("/api/v1/stats/summary?colour=blue").await.status, 401);
+    assert_eq!(
+        app.get("/api/v1/stats/summary?colour=blue").await.status,
+        401
+    );
     // The catalog stays public.
     assert_eq!(app.get("/api/v1/catalog").await.status, 200);
 }

@@ -65,8 +65,11 @@ fn assert_k_view(what: &str, api: &Value, label: &str, count: &str, raw: &BTreeM
             )
         })
         .collect();
-    let mut expected: BTreeMap<String, i64> =
-        raw.iter().filter(|(_, n)| **n >= K).map(|(l, n)| (l.clone(), *n)).collect();
+    let mut expected: BTreeMap<String, i64> = raw
+        .iter()
+        .filter(|(_, n)| **n >= K)
+        .map(|(l, n)| (l.clone(), *n))
+        .collect();
     let small: Vec<i64> = raw.values().copied().filter(|n| *n < K).collect();
     let small_sum: i64 = small.iter().sum();
     let (folded, omitted) = if small_sum >= K {
@@ -111,19 +114,42 @@ async fn api_cli_and_views_agree(db: TestDb) {
         ("summary".into(), vec!["summary".into()]),
         (
             format!("events?by=version&interval=week&from={long_ago}"),
-            vec!["events", "--by", "version", "--interval", "week", "--from", &long_ago]
-                .into_iter()
-                .map(String::from)
-                .collect(),
+            vec![
+                "events",
+                "--by",
+                "version",
+                "--interval",
+                "week",
+                "--from",
+                &long_ago,
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
         ),
-        (format!("events?from={long_ago}"), vec!["events".into(), "--from".into(), long_ago.clone()]),
+        (
+            format!("events?from={long_ago}"),
+            vec!["events".into(), "--from".into(), long_ago.clone()],
+        ),
         ("versions".into(), vec!["versions".into()]),
-        ("attributes/php_version".into(), vec!["attributes".into(), "php_version".into()]),
-        ("attributes/edition".into(), vec!["attributes".into(), "edition".into()]),
-        ("attributes/db_engine".into(), vec!["attributes".into(), "db_engine".into()]),
+        (
+            "attributes/php_version".into(),
+            vec!["attributes".into(), "php_version".into()],
+        ),
+        (
+            "attributes/edition".into(),
+            vec!["attributes".into(), "edition".into()],
+        ),
+        (
+            "attributes/db_engine".into(),
+            vec!["attributes".into(), "db_engine".into()],
+        ),
         ("counters".into(), vec!["counters".into()]),
         ("features".into(), vec!["features".into()]),
-        (format!("upgrades?from={long_ago}"), vec!["upgrades".into(), "--from".into(), long_ago.clone()]),
+        (
+            format!("upgrades?from={long_ago}"),
+            vec!["upgrades".into(), "--from".into(), long_ago.clone()],
+        ),
     ];
     let mut api = BTreeMap::new();
     for (path, args) in &cases {
@@ -141,7 +167,13 @@ async fn api_cli_and_views_agree(db: TestDb) {
         "SELECT version AS label, instances AS n FROM report_active_versions WHERE product = 'passbolt'",
     );
     assert_eq!(versions.values().sum::<i64>(), 28);
-    assert_k_view("versions", &api["versions"], "version", "instances", &versions);
+    assert_k_view(
+        "versions",
+        &api["versions"],
+        "version",
+        "instances",
+        &versions,
+    );
     assert_eq!(
         api["summary"]["active_instances"],
         versions.values().sum::<i64>()
@@ -154,7 +186,13 @@ async fn api_cli_and_views_agree(db: TestDb) {
                  WHERE product = 'passbolt' AND attribute = '{name}'"
             ),
         );
-        assert_k_view(name, &api[&format!("attributes/{name}")], "value", "instances", &raw);
+        assert_k_view(
+            name,
+            &api[&format!("attributes/{name}")],
+            "value",
+            "instances",
+            &raw,
+        );
     }
     let upgrades = view(
         db,
@@ -164,8 +202,16 @@ async fn api_cli_and_views_agree(db: TestDb) {
     let api_upgrades: Value = {
         let mut v = api[&format!("upgrades?from={long_ago}")].clone();
         for r in v["rows"].as_array_mut().unwrap() {
-            let label = format!("{} {}", r["from"].as_str().unwrap(), r["to"].as_str().unwrap());
-            r["path"] = Value::String(if label == "other other" { "other".into() } else { label });
+            let label = format!(
+                "{} {}",
+                r["from"].as_str().unwrap(),
+                r["to"].as_str().unwrap()
+            );
+            r["path"] = Value::String(if label == "other other" {
+                "other".into()
+            } else {
+                label
+            });
         }
         v
     };
@@ -182,16 +228,20 @@ async fn api_cli_and_views_agree(db: TestDb) {
         .map(|r| {
             (
                 r["counter"].as_str().unwrap().to_owned(),
-                (r["instances"].as_i64().unwrap(), r["total"].as_i64().unwrap()),
+                (
+                    r["instances"].as_i64().unwrap(),
+                    r["total"].as_i64().unwrap(),
+                ),
             )
         })
         .collect();
-    let expected: BTreeMap<String, (i64, i64)> = counters
-        .into_iter()
-        .filter(|(_, (n, _))| *n >= K)
-        .collect();
+    let expected: BTreeMap<String, (i64, i64)> =
+        counters.into_iter().filter(|(_, (n, _))| *n >= K).collect();
     assert_eq!(api_counters, expected);
-    assert_eq!(expected["users"], (28, 8 * 12 + 6 * 250 + 5 * 10 + 7 * 3 + 2 * 10));
+    assert_eq!(
+        expected["users"],
+        (28, 8 * 12 + 6 * 250 + 5 * 10 + 7 * 3 + 2 * 10)
+    );
 
     let features = view_pairs(
         db,
@@ -204,7 +254,10 @@ async fn api_cli_and_views_agree(db: TestDb) {
         .map(|r| {
             (
                 r["feature"].as_str().unwrap().to_owned(),
-                (r["enabled"].as_i64().unwrap(), r["instances"].as_i64().unwrap()),
+                (
+                    r["enabled"].as_i64().unwrap(),
+                    r["instances"].as_i64().unwrap(),
+                ),
             )
         })
         .collect();
@@ -227,13 +280,20 @@ async fn api_cli_and_views_agree(db: TestDb) {
         .iter()
         .map(|r| {
             (
-                format!("{} {}", r["period"].as_str().unwrap(), r["event"].as_str().unwrap()),
+                format!(
+                    "{} {}",
+                    r["period"].as_str().unwrap(),
+                    r["event"].as_str().unwrap()
+                ),
                 r["reports"].as_i64().unwrap(),
             )
         })
         .collect();
-    let expected: BTreeMap<String, i64> =
-        per_day.iter().filter(|(_, n)| **n >= K).map(|(l, n)| (l.clone(), *n)).collect();
+    let expected: BTreeMap<String, i64> = per_day
+        .iter()
+        .filter(|(_, n)| **n >= K)
+        .map(|(l, n)| (l.clone(), *n))
+        .collect();
     assert_eq!(shown, expected);
     assert_eq!(
         api[&format!("events?from={long_ago}")]["suppressed"]["omitted"],

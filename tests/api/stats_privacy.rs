@@ -49,14 +49,19 @@ async fn rare_values_never_leave_the_server(db: TestDb) {
                 .counter("folders", 987_654)
         }),
     );
-    let rare = ["4.8.7", "4.8.6", "7.4", "pro", "sso", "folders", "987654", "980000"];
+    let rare = [
+        "4.8.7", "4.8.6", "7.4", "pro", "sso", "folders", "987654", "980000",
+    ];
 
     for path in PATHS {
         let json = stats_json(&app, path).await;
         let mut seen = Vec::new();
         leaves(&json, &mut seen);
         for value in rare {
-            assert!(!seen.iter().any(|s| s == value), "{path} shows {value}: {json}");
+            assert!(
+                !seen.iter().any(|s| s == value),
+                "{path} shows {value}: {json}"
+            );
         }
         let sep = if path.contains('?') { '&' } else { '?' };
         let csv = app.get(&format!("{path}{sep}format=csv")).await.text();
@@ -82,7 +87,10 @@ async fn rare_values_never_leave_the_server(db: TestDb) {
                 .split(|c: char| c.is_whitespace() || ",:\"{}[]".contains(c))
                 .collect();
             for value in rare {
-                assert!(!words.contains(&value), "stats {all:?} shows {value}: {out}");
+                assert!(
+                    !words.contains(&value),
+                    "stats {all:?} shows {value}: {out}"
+                );
             }
         }
     }
@@ -111,8 +119,14 @@ on_both_backends!(rare_values_never_leave_the_server);
 async fn small_groups_fold_into_other_once_it_reaches_k(db: TestDb) {
     let app = spawn_app(db).await;
     seed(&app.db, &times(20, || install(0, "4.10.1")));
-    seed(&app.db, &times(3, || install(0, "4.9.0").attr("php_version", "7.4")));
-    seed(&app.db, &times(2, || install(0, "4.8.0").attr("php_version", "8.0")));
+    seed(
+        &app.db,
+        &times(3, || install(0, "4.9.0").attr("php_version", "7.4")),
+    );
+    seed(
+        &app.db,
+        &times(2, || install(0, "4.8.0").attr("php_version", "8.0")),
+    );
 
     let versions = stats_json(&app, "/api/v1/stats/versions").await;
     assert_eq!(
