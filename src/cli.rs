@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::catalog::Catalog;
 use crate::config::{Config, DEFAULT_BIND, DEFAULT_DATABASE};
+use crate::reporting::cli::{ReportingArgs, StatsCommand};
 use crate::startup::{self, Application};
 use crate::telemetry::{self, LogFormat};
 
@@ -39,6 +40,9 @@ pub enum Command {
     Send(Box<crate::client::command::SendArgs>),
     /// Post realistic synthetic reports to a running collector (demo data).
     Simulate(crate::simulate::SimulateArgs),
+    /// Print a k-anonymous report read directly from the database.
+    #[command(subcommand)]
+    Stats(StatsCommand),
 }
 
 /// Where the data lives.
@@ -85,6 +89,8 @@ pub struct ServeArgs {
     /// Seconds allowed for in-flight requests on SIGTERM/SIGINT.
     #[arg(long, env = "ANONSTATS_SHUTDOWN_TIMEOUT", default_value_t = 30)]
     pub shutdown_timeout: u64,
+    #[command(flatten)]
+    pub reporting: ReportingArgs,
 }
 
 impl ServeArgs {
@@ -109,6 +115,7 @@ impl ServeArgs {
         config.writer.max_batch = self.max_batch;
         config.pool_size = self.pool_size.max(2);
         config.shutdown_timeout = self.shutdown_timeout;
+        config.stats = self.reporting.settings();
         Ok(config)
     }
 }
@@ -133,5 +140,6 @@ pub fn main() -> anyhow::Result<()> {
         }
         Command::Send(args) => crate::client::command::run(*args),
         Command::Simulate(args) => crate::simulate::run(args),
+        Command::Stats(command) => crate::reporting::cli::run(command),
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::catalog::Catalog;
 use crate::ingest::WriterConfig;
+use crate::reporting;
 
 /// Default listen address.
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
@@ -35,6 +36,8 @@ pub struct Config {
     pub shutdown_timeout: u64,
     /// Product that reports to the legacy passbolt endpoint belong to.
     pub legacy_product: String,
+    /// Reporting: k, default active window, stats API token.
+    pub stats: reporting::Settings,
 }
 
 impl Config {
@@ -50,6 +53,7 @@ impl Config {
             workers: None,
             shutdown_timeout: 30,
             legacy_product: "passbolt".to_owned(),
+            stats: reporting::Settings::default(),
         }
     }
 }

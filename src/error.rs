@@ -7,6 +7,7 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
 use crate::ingest::IngestError;
+use crate::reporting::ParamError;
 use crate::validation::{Invalid, Violation};
 
 /// Media type of every error body.
@@ -32,6 +33,16 @@ pub enum ApiError {
     /// A path or query parameter is malformed or unknown; `field` names it.
     #[error("{}: {}", .0.field, .0.detail)]
     BadParameter(Violation),
+    /// A stats query parameter (or the attribute in the path) is unknown or
+    /// has an unusable value.
+    #[error("{}", .0.detail)]
+    InvalidQuery(ParamError),
+    /// The stats API requires a token that was missing or wrong.
+    #[error("a valid stats token is required (Authorization: Bearer <token>)")]
+    Unauthorized,
+    /// A report could not be read from the database.
+    #[error("the database is unavailable")]
+    Database,
 }
 
 #[derive(Serialize)]
@@ -61,6 +72,9 @@ impl ApiError {
             ApiError::NotFound => "about:blank",
             ApiError::MethodNotAllowed => "about:blank",
             ApiError::BadParameter(_) => "urn:anonstats:problem:invalid-parameter",
+            ApiError::InvalidQuery(_) => "urn:anonstats:problem:invalid-query",
+            ApiError::Unauthorized => "urn:anonstats:problem:unauthorized",
+            ApiError::Database => "urn:anonstats:problem:unavailable",
         }
     }
 
@@ -68,7 +82,7 @@ impl ApiError {
     fn retry_after(&self) -> Option<u32> {
         match self {
             ApiError::Ingest(IngestError::Overloaded) => Some(1),
-            ApiError::Ingest(_) => Some(5),
+            ApiError::Ingest(_) | ApiError::Database => Some(5),
             _ => None,
         }
     }
@@ -84,6 +98,9 @@ impl ResponseError for ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BadParameter(_) => StatusCode::BAD_REQUEST,
+            ApiError::InvalidQuery(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Database => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -104,7 +121,10 @@ impl ResponseError for ApiError {
             title: status.canonical_reason().unwrap_or("Error"),
             status: status.as_u16(),
             detail,
-            field: first.map(|v| v.field.as_str()),
+            field: match self {
+                ApiError::InvalidQuery(e) => Some(e.parameter.as_str()),
+                _ => first.map(|v| v.field.as_str()),
+            },
             rule: first.map(|v| v.rule),
             errors: match self {
                 ApiError::Invalid(Invalid(v)) => Some(v),
@@ -113,6 +133,9 @@ impl ResponseError for ApiError {
         };
         let mut response = HttpResponse::build(status);
         response.insert_header((header::CONTENT_TYPE, PROBLEM_JSON));
+        if let ApiError::Unauthorized = self {
+            response.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"anonstats stats\""));
+        }
         if let Some(secs) = self.retry_after() {
             response.insert_header((header::RETRY_AFTER, secs.to_string()));
         }

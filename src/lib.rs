@@ -2,7 +2,8 @@
 //!
 //! Data flows one way: request -> [`validation`] against the [`catalog`] ->
 //! [`anonymize`] (drop the address, key-hash identifiers, keep the UTC day)
-//! -> [`ingest`] (batching writer) -> [`store`] -> database.
+//! -> [`ingest`] (batching writer) -> [`store`] -> database -> [`reporting`]
+//! (k-anonymous reports for the stats API and CLI).
 
 pub mod anonymize;
 pub mod catalog;
@@ -12,6 +13,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod ingest;
+pub mod reporting;
 pub mod routes;
 pub mod schema;
 pub mod simulate;

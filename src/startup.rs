@@ -17,6 +17,7 @@ use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::db::{self, Backend, Pool};
 use crate::ingest::{self, Ingest, Writer};
+use crate::reporting;
 use crate::routes;
 use crate::store;
 use crate::validation::Report;
@@ -28,6 +29,10 @@ pub struct AppState {
     pub ingest: Ingest,
     pub pseudonymizer: Pseudonymizer,
     pub legacy_product: String,
+    /// Reporting settings (k, active window, stats token).
+    pub stats: reporting::Settings,
+    /// Recent stats results, reused while nothing was stored.
+    pub stats_cache: reporting::cache::Cache,
 }
 
 impl AppState {
@@ -92,6 +97,8 @@ impl Application {
             ingest,
             pseudonymizer,
             legacy_product: config.legacy_product.clone(),
+            stats: config.stats.clone(),
+            stats_cache: Default::default(),
         });
         let listener = TcpListener::bind(&config.bind)
             .with_context(|| format!("cannot listen on {}", config.bind))?;

@@ -6,6 +6,7 @@ mod dashboard;
 mod health;
 mod instances;
 mod reports;
+mod stats;
 
 use actix_web::{web, HttpResponse, ResponseError};
 
@@ -33,6 +34,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .route("/healthz", web::get().to(health::healthz))
     .route("/readyz", web::get().to(health::readyz));
+    stats::configure(cfg);
 }
 
 async fn method_not_allowed() -> HttpResponse {

@@ -13,4 +13,8 @@ mod limits;
 mod privacy;
 mod project;
 mod simulate;
+mod stats;
+mod stats_consistency;
+mod stats_privacy;
+mod stats_seed;
 mod validation;

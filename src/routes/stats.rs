@@ -1,0 +1,227 @@
+//! `GET /api/v1/stats/...`: the k-anonymous reports over HTTP.
+//!
+//! JSON by default; CSV with `?format=csv` or `Accept: text/csv`. When a
+//! stats token is configured, every stats route requires it as
+//! `Authorization: Bearer <token>` or in the `anonstats_token` cookie.
+//! Handlers check the request, run one report on a pooled connection in the
+//! blocking pool (reusing a recent result while nothing was stored, see
+//! `reporting::cache`), and render it.
+
+use std::sync::Arc;
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::Utc;
+
+use crate::error::ApiError;
+use crate::reporting::{self, output, params, Output, ParamError, Params, Query, Report};
+use crate::startup::AppState;
+
+/// Cookie that may carry the stats token (set by a dashboard sign-in).
+pub const TOKEN_COOKIE: &str = "anonstats_token";
+
+/// Registers the stats routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    let get = |path: &str, handler| {
+        web::resource(format!("/api/v1/stats{path}"))
+            .route(handler)
+            .default_service(web::to(super::method_not_allowed))
+    };
+    cfg.service(get("/summary", web::get().to(summary)))
+        .service(get("/events", web::get().to(events)))
+        .service(get("/versions", web::get().to(versions)))
+        .service(get("/attributes/{name}", web::get().to(attribute)))
+        .service(get("/counters", web::get().to(counters)))
+        .service(get("/features", web::get().to(features)))
+        .service(get("/upgrades", web::get().to(upgrades)));
+}
+
+async fn summary(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    respond(req, state, Report::Summary).await
+}
+
+async fn events(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    respond(req, state, Report::Events).await
+}
+
+async fn versions(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    respond(req, state, Report::Versions).await
+}
+
+async fn attribute(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    respond(req, state, Report::Attribute(name.into_inner())).await
+}
+
+async fn counters(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    respond(req, state, Report::Counters).await
+}
+
+async fn features(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    respond(req, state, Report::Features).await
+}
+
+async fn upgrades(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    respond(req, state, Report::Upgrades).await
+}
+
+/// Response formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Json,
+    Csv,
+}
+
+/// Checks the token and the query, runs `report`, renders it.
+async fn respond(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    report: Report,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state.stats)?;
+    let (params, format) = parse_query(req.query_string()).map_err(ApiError::InvalidQuery)?;
+    let format = format.unwrap_or_else(|| negotiate(&req));
+    let query = Query::resolve(
+        &params,
+        &state.catalog,
+        state.stats.k,
+        state.stats.active_days,
+        Utc::now().date_naive(),
+    )
+    .map_err(ApiError::InvalidQuery)?;
+    if let Report::Attribute(name) = &report {
+        params::check_attribute(&state.catalog, &query.product, name)
+            .map_err(ApiError::InvalidQuery)?;
+    }
+    let out = run(&state, report, query).await?;
+    Ok(render(&out, format, state.stats.token.is_some()))
+}
+
+/// Runs a report (or reuses its recent result) on a pooled connection in
+/// the blocking pool.
+async fn run(
+    state: &web::Data<AppState>,
+    report: Report,
+    query: Query,
+) -> Result<Arc<Output>, ApiError> {
+    let state = state.clone();
+    let result = web::block(move || {
+        let mut conn = state.pool.get().map_err(|e| e.to_string())?;
+        state
+            .stats_cache
+            .run(&mut conn, &state.catalog, &report, &query)
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    match result {
+        Ok(Ok(out)) => Ok(out),
+        Ok(Err(error)) => {
+            tracing::error!(target: "anonstats::stats", %error, "report failed");
+            Err(ApiError::Database)
+        }
+        Err(_) => Err(ApiError::Database),
+    }
+}
+
+/// Accepts the request when no token is configured, or when it carries the
+/// token as a bearer token or in the token cookie.
+fn authorize(req: &HttpRequest, settings: &reporting::Settings) -> Result<(), ApiError> {
+    let Some(token) = &settings.token else {
+        return Ok(());
+    };
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .is_some_and(|(_, t)| token.matches(t.trim()));
+    let cookie = || {
+        req.cookie(TOKEN_COOKIE)
+            .is_some_and(|c| token.matches(c.value()))
+    };
+    if bearer || cookie() {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized)
+    }
+}
+
+/// Splits the query string into report parameters and `format`. Unknown or
+/// repeated parameters are refused, so that a typo is not silently ignored.
+fn parse_query(qs: &str) -> Result<(Params, Option<Format>), ParamError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(qs)
+        .map_err(|_| ParamError::new("query", "not a valid query string"))?;
+    let mut params = Params::default();
+    let mut format = None;
+    let mut seen: Vec<&str> = Vec::new();
+    for (name, value) in &pairs {
+        if seen.contains(&name.as_str()) {
+            return Err(ParamError::new(name, "given more than once"));
+        }
+        seen.push(name);
+        if name == "format" {
+            format = Some(match value.as_str() {
+                "json" => Format::Json,
+                "csv" => Format::Csv,
+                _ => return Err(ParamError::new("format", "must be json or csv")),
+            });
+        } else if !params.set(name, value.clone()) {
+            return Err(ParamError::new(
+                name,
+                format!(
+                    "unknown parameter; accepted: {}, format",
+                    Params::NAMES.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok((params, format))
+}
+
+/// CSV when `Accept` lists `text/csv` before `application/json`.
+fn negotiate(req: &HttpRequest) -> Format {
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    for range in accept.split(',') {
+        let media = range.split(';').next().unwrap_or("").trim();
+        if media.eq_ignore_ascii_case("text/csv") {
+            return Format::Csv;
+        }
+        if media.eq_ignore_ascii_case("application/json") {
+            return Format::Json;
+        }
+    }
+    Format::Json
+}
+
+fn render(out: &Output, format: Format, private: bool) -> HttpResponse {
+    let suppressed = output::suppressed(out);
+    let mut response = HttpResponse::Ok();
+    response
+        .insert_header(("Anonstats-Folded", suppressed.folded.to_string()))
+        .insert_header(("Anonstats-Omitted", suppressed.omitted.to_string()))
+        .insert_header((header::VARY, "Accept"))
+        .insert_header((
+            header::CACHE_CONTROL,
+            if private {
+                "no-store"
+            } else {
+                "public, max-age=60"
+            },
+        ));
+    match format {
+        Format::Json => response
+            .content_type("application/json")
+            .body(serde_json::to_string(out).expect("reports serialise")),
+        Format::Csv => response
+            .content_type("text/csv; charset=utf-8")
+            .body(output::csv(out)),
+    }
+}

@@ -1,0 +1,225 @@
+//! k-anonymity and the active window, as a user of the stats would see
+//! them: rare values never appear anywhere, small groups fold into `other`,
+//! old instances stop counting.
+
+use chrono::Duration;
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+use crate::on_both_backends;
+use crate::stats_seed::*;
+
+const PATHS: [&str; 9] = [
+    "/api/v1/stats/summary",
+    "/api/v1/stats/events",
+    "/api/v1/stats/events?by=version",
+    "/api/v1/stats/events?by=edition&interval=month",
+    "/api/v1/stats/versions",
+    "/api/v1/stats/attributes/php_version",
+    "/api/v1/stats/counters",
+    "/api/v1/stats/features",
+    "/api/v1/stats/upgrades",
+];
+
+/// Every string and number in a JSON document.
+fn leaves(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Array(a) => a.iter().for_each(|x| leaves(x, out)),
+        Value::Object(o) => o.iter().for_each(|(k, x)| {
+            out.push(k.clone());
+            leaves(x, out)
+        }),
+        Value::String(s) => out.push(s.clone()),
+        other => out.push(other.to_string()),
+    }
+}
+
+async fn rare_values_never_leave_the_server(db: TestDb) {
+    let app = spawn_app(db).await;
+    seed(&app.db, &times(20, || install(0, "4.10.1")));
+    // Three installs: a rare version reached by a rare upgrade path, a rare
+    // PHP version and edition, a feature and a counter only they report.
+    seed(
+        &app.db,
+        &times(3, || {
+            update(0, "4.8.6", "4.8.7")
+                .attr("php_version", "7.4")
+                .attr("edition", "pro")
+                .feature("sso", true)
+                .counter("folders", 987_654)
+        }),
+    );
+    let rare = [
+        "4.8.7", "4.8.6", "7.4", "pro", "sso", "folders", "987654", "980000",
+    ];
+
+    for path in PATHS {
+        let json = stats_json(&app, path).await;
+        let mut seen = Vec::new();
+        leaves(&json, &mut seen);
+        for value in rare {
+            assert!(
+                !seen.iter().any(|s| s == value),
+                "{path} shows {value}: {json}"
+            );
+        }
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let csv = app.get(&format!("{path}{sep}format=csv")).await.text();
+        let cells: Vec<&str> = csv.split(['\r', '\n', ',', ' ', ':']).collect();
+        for value in rare {
+            assert!(!cells.contains(&value), "{path} CSV shows {value}: {csv}");
+        }
+    }
+    for args in [
+        vec!["versions"],
+        vec!["attributes", "php_version"],
+        vec!["attributes", "edition"],
+        vec!["features"],
+        vec!["counters"],
+        vec!["upgrades"],
+        vec!["events", "--by", "version"],
+    ] {
+        for format in ["table", "csv", "json"] {
+            let mut all = args.clone();
+            all.extend(["--format", format]);
+            let out = cli(&app.db, &all);
+            let words: Vec<&str> = out
+                .split(|c: char| c.is_whitespace() || ",:\"{}[]".contains(c))
+                .collect();
+            for value in rare {
+                assert!(
+                    !words.contains(&value),
+                    "stats {all:?} shows {value}: {out}"
+                );
+            }
+        }
+    }
+
+    // ... and every response says that something was left out.
+    let summary = stats_json(&app, "/api/v1/stats/summary").await;
+    assert_eq!(summary["events"], json!({"install": 20, "update": null}));
+    assert_eq!(summary["suppressed"], json!({"folded": 0, "omitted": 1}));
+    let versions = stats_json(&app, "/api/v1/stats/versions").await;
+    assert_eq!(versions["rows"].as_array().unwrap().len(), 1);
+    assert_eq!(versions["suppressed"], json!({"folded": 0, "omitted": 1}));
+    let upgrades = stats_json(&app, "/api/v1/stats/upgrades").await;
+    assert_eq!(upgrades["rows"], json!([]));
+    assert_eq!(upgrades["suppressed"]["omitted"], 1);
+    let features = stats_json(&app, "/api/v1/stats/features").await;
+    assert_eq!(features["suppressed"]["omitted"], 1, "sso: 3 instances");
+    let counters = stats_json(&app, "/api/v1/stats/counters").await;
+    assert_eq!(counters["suppressed"]["omitted"], 1, "folders: 3 instances");
+    let reply = app.get("/api/v1/stats/versions?format=csv").await;
+    assert_eq!(reply.header("anonstats-omitted"), Some("1"));
+    let table = cli(&app.db, &["versions"]);
+    assert!(table.contains("1 left out"), "{table}");
+}
+on_both_backends!(rare_values_never_leave_the_server);
+
+async fn small_groups_fold_into_other_once_it_reaches_k(db: TestDb) {
+    let app = spawn_app(db).await;
+    seed(&app.db, &times(20, || install(0, "4.10.1")));
+    seed(
+        &app.db,
+        &times(3, || install(0, "4.9.0").attr("php_version", "7.4")),
+    );
+    seed(
+        &app.db,
+        &times(2, || install(0, "4.8.0").attr("php_version", "8.0")),
+    );
+
+    let versions = stats_json(&app, "/api/v1/stats/versions").await;
+    assert_eq!(
+        versions["rows"],
+        json!([
+            {"version": "4.10.1", "instances": 20, "share": 0.8},
+            {"version": "other", "instances": 5, "share": 0.2},
+        ])
+    );
+    assert_eq!(versions["suppressed"], json!({"folded": 2, "omitted": 0}));
+    let php = stats_json(&app, "/api/v1/stats/attributes/php_version").await;
+    assert_eq!(
+        php["rows"],
+        json!([
+            {"value": "8.2", "instances": 20, "share": 0.8},
+            {"value": "other", "instances": 5, "share": 0.2},
+        ])
+    );
+    let by_version = stats_json(&app, "/api/v1/stats/events?by=version").await;
+    let labels: Vec<&str> = by_version["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["version"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels, ["4.10.1", "other"]);
+
+    // With a larger k the same groups can no longer be shown at all.
+    let strict = cli_json(&app.db, &["versions", "--k", "6"]);
+    assert_eq!(strict["rows"].as_array().unwrap().len(), 1);
+    assert_eq!(strict["suppressed"], json!({"folded": 0, "omitted": 2}));
+}
+on_both_backends!(small_groups_fold_into_other_once_it_reaches_k);
+
+async fn only_instances_seen_within_the_active_window_count(db: TestDb) {
+    let app = spawn_app(db).await;
+    let old = times(10, || install(400, "4.8.0"));
+    seed(&app.db, &old);
+    seed(&app.db, &times(6, || install(10, "4.10.1")));
+    seed(&app.db, &times(5, || install(100, "4.9.0")));
+    // Five of the old instances report again today: they become active
+    // again, on their new version.
+    let back: Vec<_> = old[..5]
+        .iter()
+        .map(|r| {
+            let mut u = update(0, "4.8.0", "4.10.1");
+            u.instance.as_mut().unwrap().hash = r.instance.as_ref().unwrap().hash;
+            u
+        })
+        .collect();
+    seed(&app.db, &back);
+
+    let summary = stats_json(&app, "/api/v1/stats/summary").await;
+    assert_eq!(summary["active_instances"], 16);
+    assert_eq!(
+        summary["events"],
+        json!({"install": 11, "update": 5}),
+        "installs 400 days ago are before the default from"
+    );
+    let versions = stats_json(&app, "/api/v1/stats/versions").await;
+    assert_eq!(
+        versions["rows"],
+        json!([
+            {"version": "4.10.1", "instances": 11, "share": 0.6875},
+            {"version": "4.9.0", "instances": 5, "share": 0.3125},
+        ])
+    );
+
+    let recent = stats_json(&app, "/api/v1/stats/versions?active_days=30").await;
+    assert_eq!(recent["active_days"], 30);
+    assert_eq!(
+        recent["rows"],
+        json!([{"version": "4.10.1", "instances": 11, "share": 1.0}])
+    );
+    let long = stats_json(&app, "/api/v1/stats/summary?active_days=500").await;
+    assert_eq!(long["active_instances"], 21);
+    let from = (today() - Duration::days(400)).to_string();
+    let all_time = stats_json(&app, &format!("/api/v1/stats/summary?from={from}")).await;
+    assert_eq!(all_time["events"]["install"], 21);
+    let cli_long = cli_json(&app.db, &["summary", "--active-days", "500"]);
+    assert_eq!(cli_long["active_instances"], 21);
+}
+on_both_backends!(only_instances_seen_within_the_active_window_count);
+
+async fn the_server_default_active_window_is_configurable(db: TestDb) {
+    let app = spawn_app_with(db, |c| c.stats.active_days = 30).await;
+    seed(&app.db, &times(6, || install(10, "4.10.1")));
+    seed(&app.db, &times(5, || install(100, "4.9.0")));
+
+    let summary = stats_json(&app, "/api/v1/stats/summary").await;
+    assert_eq!(summary["active_days"], 30);
+    assert_eq!(summary["active_instances"], 6);
+    let wider = stats_json(&app, "/api/v1/stats/summary?active_days=365").await;
+    assert_eq!(wider["active_instances"], 11);
+}
+on_both_backends!(the_server_default_active_window_is_configurable);

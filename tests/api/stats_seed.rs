@@ -1,0 +1,166 @@
+//! Seeding data for the reporting tests through the real write path
+//! (`store::write_batch`), with report days of the test's choosing, and
+//! reading the stats API and CLI.
+
+use std::process::Command;
+
+use anonstats::anonymize::{InstanceRecord, InstanceState, Record};
+use anonstats::validation::Event;
+use chrono::{Duration, NaiveDate, Utc};
+use serde_json::Value;
+
+use crate::helpers::*;
+
+/// Today, UTC (the day the collector stamps on reports).
+pub fn today() -> NaiveDate {
+    Utc::now().date_naive()
+}
+
+/// An install report of a new passbolt instance, `days_ago` days ago, with
+/// a plain default state (edition ce, PHP 8.2, MariaDB, 10 users, MFA on).
+pub fn install(days_ago: i64, version: &str) -> Record {
+    let state = InstanceState {
+        attributes: [
+            ("edition", "ce"),
+            ("php_version", "8.2"),
+            ("db_engine", "mariadb"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect(),
+        counters: [("users".to_owned(), 10)].into_iter().collect(),
+        features: [("mfa".to_owned(), true)].into_iter().collect(),
+    };
+    Record {
+        day: today() - Duration::days(days_ago),
+        product: "passbolt".into(),
+        event: Event::Install,
+        version: version.into(),
+        previous_version: None,
+        edition: Some("ce".into()),
+        infer_update: false,
+        report_hash: Some(rand::random()),
+        instance: Some(InstanceRecord {
+            hash: rand::random(),
+            state,
+        }),
+    }
+}
+
+/// Like [`install`], as an update from `previous`.
+pub fn update(days_ago: i64, previous: &str, version: &str) -> Record {
+    let mut r = install(days_ago, version);
+    r.event = Event::Update;
+    r.previous_version = Some(previous.into());
+    r
+}
+
+/// Changes of a seeded record.
+pub trait RecordExt {
+    fn attr(self, name: &str, value: &str) -> Self;
+    fn counter(self, name: &str, value: i64) -> Self;
+    fn feature(self, name: &str, on: bool) -> Self;
+}
+
+impl RecordExt for Record {
+    fn attr(mut self, name: &str, value: &str) -> Record {
+        if name == "edition" {
+            self.edition = Some(value.into());
+        }
+        self.instance
+            .as_mut()
+            .unwrap()
+            .state
+            .attributes
+            .insert(name.into(), value.into());
+        self
+    }
+
+    fn counter(mut self, name: &str, value: i64) -> Record {
+        self.instance
+            .as_mut()
+            .unwrap()
+            .state
+            .counters
+            .insert(name.into(), value);
+        self
+    }
+
+    fn feature(mut self, name: &str, on: bool) -> Record {
+        self.instance
+            .as_mut()
+            .unwrap()
+            .state
+            .features
+            .insert(name.into(), on);
+        self
+    }
+}
+
+/// `n` copies of a record, each a distinct report of a distinct instance.
+pub fn times(n: usize, make: impl Fn() -> Record) -> Vec<Record> {
+    (0..n).map(|_| make()).collect()
+}
+
+/// Stores records as the writer would.
+pub fn seed(db: &TestDb, records: &[Record]) {
+    let mut conn = db.conn();
+    anonstats::store::write_batch(&mut conn, records).expect("seed records");
+}
+
+/// GETs a stats path with extra request headers.
+pub async fn get_with(app: &TestApp, path: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut req = app.client.get(format!("{}{path}", app.address));
+    for (k, v) in headers {
+        req = req.insert_header((*k, *v));
+    }
+    let mut res = req.send().await.expect("request sent");
+    let status = res.status().as_u16();
+    let headers = res
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+        .collect();
+    let body = res.body().limit(1 << 22).await.expect("read body").to_vec();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// GETs a stats path and returns its JSON, asserting 200.
+pub async fn stats_json(app: &TestApp, path: &str) -> Value {
+    let reply = app.get(path).await;
+    assert_eq!(reply.status, 200, "{path}: {}", reply.text());
+    reply.json()
+}
+
+/// Runs `anonstats stats ARGS --database URL` and returns its stdout,
+/// asserting success. Environment settings of the caller do not leak in.
+pub fn cli(db: &TestDb, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_anonstats"))
+        .arg("stats")
+        .args(args)
+        .args(["--database", &db.url])
+        .env_remove("ANONSTATS_K")
+        .env_remove("ANONSTATS_ACTIVE_DAYS")
+        .env_remove("ANONSTATS_CATALOG")
+        .env_remove("ANONSTATS_DATABASE_URL")
+        .output()
+        .expect("run anonstats stats");
+    assert!(
+        out.status.success(),
+        "anonstats stats {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
+/// Runs `anonstats stats ARGS --format json` and parses the output.
+pub fn cli_json(db: &TestDb, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.extend(["--format", "json"]);
+    let text = cli(db, &all);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
