@@ -186,7 +186,10 @@ impl TestDb {
                 let rows: Vec<TC> = diesel::sql_query(
                     "SELECT table_name::text AS table_name, column_name::text AS column_name,
                             data_type::text AS data_type
-                     FROM information_schema.columns WHERE table_schema = 'public'",
+                     FROM information_schema.columns c WHERE table_schema = 'public'
+                     AND EXISTS (SELECT 1 FROM information_schema.tables t
+                                 WHERE t.table_schema = 'public' AND t.table_name = c.table_name
+                                 AND t.table_type = 'BASE TABLE')",
                 )
                 .load(&mut conn)
                 .unwrap();
