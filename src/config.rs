@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use crate::catalog::Catalog;
 use crate::ingest::WriterConfig;
+use crate::ratelimit::Limits;
+use crate::retention::{Retention, DEFAULT_PRUNE_INTERVAL_HOURS};
 
 /// Default listen address.
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
@@ -35,6 +37,12 @@ pub struct Config {
     pub shutdown_timeout: u64,
     /// Product that reports to the legacy passbolt endpoint belong to.
     pub legacy_product: String,
+    /// Rate limits, request timeouts and connection bounds.
+    pub limits: Limits,
+    /// How long pseudonymous data is kept.
+    pub retention: Retention,
+    /// Hours between retention runs inside `serve` (0: never).
+    pub prune_interval_hours: u64,
 }
 
 impl Config {
@@ -50,6 +58,9 @@ impl Config {
             workers: None,
             shutdown_timeout: 30,
             legacy_product: "passbolt".to_owned(),
+            limits: Limits::default(),
+            retention: Retention::default(),
+            prune_interval_hours: DEFAULT_PRUNE_INTERVAL_HOURS,
         }
     }
 }

@@ -29,6 +29,12 @@ pub enum ApiError {
     NotFound,
     #[error("method not allowed")]
     MethodNotAllowed,
+    #[error("too many reports from this source; retry after {retry_after} seconds")]
+    RateLimited { retry_after: u32 },
+    #[error("this instance sent too many reports today; retry after {retry_after} seconds")]
+    InstanceLimited { retry_after: u32 },
+    #[error("the request body was not received in time")]
+    RequestTimeout,
 }
 
 #[derive(Serialize)]
@@ -57,12 +63,18 @@ impl ApiError {
             ApiError::Ingest(_) => "urn:anonstats:problem:unavailable",
             ApiError::NotFound => "about:blank",
             ApiError::MethodNotAllowed => "about:blank",
+            ApiError::RateLimited { .. } => "urn:anonstats:problem:rate-limited",
+            ApiError::InstanceLimited { .. } => "urn:anonstats:problem:instance-daily-limit",
+            ApiError::RequestTimeout => "urn:anonstats:problem:request-timeout",
         }
     }
 
-    /// Seconds a client should wait before retrying, for 503 answers.
+    /// Seconds a client should wait before retrying, for 429 and 503 answers.
     fn retry_after(&self) -> Option<u32> {
         match self {
+            ApiError::RateLimited { retry_after } | ApiError::InstanceLimited { retry_after } => {
+                Some(*retry_after)
+            }
             ApiError::Ingest(IngestError::Overloaded) => Some(1),
             ApiError::Ingest(_) => Some(5),
             _ => None,
@@ -79,6 +91,10 @@ impl ResponseError for ApiError {
             ApiError::Ingest(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::RateLimited { .. } | ApiError::InstanceLimited { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 

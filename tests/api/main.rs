@@ -4,10 +4,12 @@
 
 mod helpers;
 
+mod abuse;
 mod health;
 mod ingest;
 mod legacy;
 mod limits;
+mod operability;
 mod privacy;
 mod project;
 mod validation;
