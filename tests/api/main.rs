@@ -5,6 +5,7 @@
 mod helpers;
 
 mod abuse;
+mod consistency;
 mod health;
 mod ingest;
 mod legacy;
@@ -12,4 +13,5 @@ mod limits;
 mod operability;
 mod privacy;
 mod project;
+mod retention;
 mod validation;
