@@ -26,7 +26,7 @@ use crate::store::{self, Outcome};
 
 /// How long the writer waits for a connection before failing a batch: well
 /// under the one second within which a client must hear 503.
-const CONNECTION_WAIT: Duration = Duration::from_millis(500);
+const CONNECTION_WAIT: Duration = Duration::from_millis(300);
 /// Least time between two probes of a database known to be down.
 const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 /// How long the writer sleeps waiting for work before checking on the database.

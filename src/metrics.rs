@@ -169,7 +169,10 @@ impl Metrics {
     /// Counts a validation rejection by the rule of each violation.
     pub fn rejected(&self, rules: impl IntoIterator<Item = &'static str>) {
         self.report(ReportOutcome::Rejected);
-        let mut map = self.rejected_by_rule.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self
+            .rejected_by_rule
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         for rule in rules {
             *map.entry(rule).or_default() += 1;
         }

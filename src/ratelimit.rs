@@ -92,7 +92,12 @@ pub struct LimitArgs {
     /// Reverse proxies (addresses or CIDR ranges, comma separated) whose
     /// Forwarded / X-Forwarded-For / X-Real-IP headers name the client for
     /// rate limiting. Other peers' forwarding headers are ignored.
-    #[arg(long = "trusted-proxy", env = "ANONSTATS_TRUSTED_PROXIES", value_delimiter = ',', value_name = "CIDR")]
+    #[arg(
+        long = "trusted-proxy",
+        env = "ANONSTATS_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_name = "CIDR"
+    )]
     pub trusted_proxies: Vec<Cidr>,
     /// Reports taken per instance and UTC day, per collector; more get 429
     /// until the next day. 0 disables.
@@ -200,7 +205,9 @@ impl Cidr {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, canonical(ip)) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
@@ -301,19 +308,20 @@ fn forwarded_chain(headers: &HeaderMap) -> Vec<IpAddr> {
     };
     let forwarded: Option<Vec<IpAddr>> = {
         let elements = values("forwarded");
-        (!elements.is_empty()).then(|| {
-            elements
-                .iter()
-                .filter_map(|e| {
-                    e.split(';').find_map(|pair| {
-                        let (k, v) = pair.trim().split_once('=')?;
-                        k.trim().eq_ignore_ascii_case("for").then(|| v.trim())
+        (!elements.is_empty())
+            .then(|| {
+                elements
+                    .iter()
+                    .filter_map(|e| {
+                        e.split(';').find_map(|pair| {
+                            let (k, v) = pair.trim().split_once('=')?;
+                            k.trim().eq_ignore_ascii_case("for").then(|| v.trim())
+                        })
                     })
-                })
-                .map(parse_node)
-                .collect::<Option<Vec<_>>>()
-        })
-        .flatten()
+                    .map(parse_node)
+                    .collect::<Option<Vec<_>>>()
+            })
+            .flatten()
     };
     if let Some(chain) = forwarded.filter(|c| !c.is_empty()) {
         return chain;
@@ -342,7 +350,10 @@ fn parse_node(s: &str) -> Option<IpAddr> {
     }
     if let Some(rest) = s.strip_prefix('[') {
         let end = rest.find(']')?;
-        return rest[..end].parse::<Ipv6Addr>().ok().map(|ip| canonical(IpAddr::V6(ip)));
+        return rest[..end]
+            .parse::<Ipv6Addr>()
+            .ok()
+            .map(|ip| canonical(IpAddr::V6(ip)));
     }
     let (host, port) = s.rsplit_once(':')?;
     port.parse::<u16>().ok()?;

@@ -96,7 +96,12 @@ impl Pruner {
     /// Runs retention now and then every `interval`, on its own thread.
     /// Several collectors on one database may all do so: a run finds
     /// nothing left to delete after another.
-    pub fn start(pool: Pool, retention: Retention, interval: Duration, pruned: Arc<AtomicU64>) -> Pruner {
+    pub fn start(
+        pool: Pool,
+        retention: Retention,
+        interval: Duration,
+        pruned: Arc<AtomicU64>,
+    ) -> Pruner {
         let (stop, stopped) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("anonstats-retention".into())
@@ -125,14 +130,11 @@ impl Drop for Pruner {
 }
 
 fn run_once(pool: &Pool, retention: &Retention, pruned: &AtomicU64) {
-    let result = pool
-        .get()
-        .map_err(|e| e.to_string())
-        .and_then(|mut conn| {
-            retention
-                .prune(&mut conn, Utc::now().date_naive())
-                .map_err(|e| e.to_string())
-        });
+    let result = pool.get().map_err(|e| e.to_string()).and_then(|mut conn| {
+        retention
+            .prune(&mut conn, Utc::now().date_naive())
+            .map_err(|e| e.to_string())
+    });
     match result {
         Ok(stats) => {
             pruned.fetch_add(stats.instances, Ordering::Relaxed);

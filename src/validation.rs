@@ -171,7 +171,11 @@ pub fn parse_strict_json(body: &[u8]) -> Result<Value, Invalid> {
         let violation = match duplicate.take() {
             Some(path) => {
                 let parts: Vec<&str> = path.iter().map(String::as_str).collect();
-                Violation::new(&parts, "duplicate_key", "the same key is given more than once")
+                Violation::new(
+                    &parts,
+                    "duplicate_key",
+                    "the same key is given more than once",
+                )
             }
             None => Violation::new(
                 &[],

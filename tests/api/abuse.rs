@@ -62,8 +62,15 @@ async fn source_over_its_rate_gets_429_with_retry_after(db: TestDb) {
     );
     assert_eq!(refused.json()["type"], "urn:anonstats:problem:rate-limited");
     let retry: u64 = refused.header("retry-after").unwrap().parse().unwrap();
-    assert!((1..=20).contains(&retry), "3 per minute refills one token in 20 s");
-    assert_eq!(app.db.reports("1 = 1"), 3, "the refused report is not stored");
+    assert!(
+        (1..=20).contains(&retry),
+        "3 per minute refills one token in 20 s"
+    );
+    assert_eq!(
+        app.db.reports("1 = 1"),
+        3,
+        "the refused report is not stored"
+    );
     // The limit covers the legacy endpoint too, and nothing else.
     let legacy = app
         .post(
@@ -100,7 +107,8 @@ on_both_backends!(each_source_has_its_own_bucket_and_forged_headers_do_not_help)
 async fn trusted_proxy_headers_name_the_source(db: TestDb) {
     let app = spawn_app_with(db, |c| {
         c.limits.rate_limit = "1,burst=1".parse().unwrap();
-        c.limits.trusted_proxies = anonstats::ratelimit::parse_trusted_proxies("127.0.0.4").unwrap();
+        c.limits.trusted_proxies =
+            anonstats::ratelimit::parse_trusted_proxies("127.0.0.4").unwrap();
     })
     .await;
 
@@ -113,7 +121,12 @@ async fn trusted_proxy_headers_name_the_source(db: TestDb) {
     // The same /64 is the same source.
     let same64 = post_from(&app, "127.0.0.4", "X-Real-IP: 2001:db8::ffff\r\n").await;
     assert_eq!(status_of(&same64), 429);
-    let rfc7239 = post_from(&app, "127.0.0.4", "Forwarded: for=\"[2001:db8:0:1::5]:443\"\r\n").await;
+    let rfc7239 = post_from(
+        &app,
+        "127.0.0.4",
+        "Forwarded: for=\"[2001:db8:0:1::5]:443\"\r\n",
+    )
+    .await;
     assert_eq!(status_of(&rfc7239), 202);
 }
 on_both_backends!(trusted_proxy_headers_name_the_source);
@@ -128,11 +141,17 @@ async fn rate_limited_addresses_are_never_logged_or_stored(db: TestDb) {
     let send = |source: &str, headers: &str| {
         raw_http(port, ip(source), &report_request(&sample_report(), headers))
     };
-    assert_eq!(status_of(&send("127.77.66.55", "X-Forwarded-For: 203.0.113.199\r\n")), 202);
+    assert_eq!(
+        status_of(&send("127.77.66.55", "X-Forwarded-For: 203.0.113.199\r\n")),
+        202
+    );
     let refused = send("127.77.66.55", "X-Forwarded-For: 203.0.113.199\r\n");
     assert_eq!(status_of(&refused), 429);
     assert!(header_of(&refused, "retry-after").is_some());
-    assert_eq!(status_of(&send("127.0.0.5", "X-Forwarded-For: 198.51.100.211\r\n")), 202);
+    assert_eq!(
+        status_of(&send("127.0.0.5", "X-Forwarded-For: 198.51.100.211\r\n")),
+        202
+    );
     let refused_behind_proxy = send("127.0.0.5", "X-Forwarded-For: 198.51.100.211\r\n");
     assert_eq!(status_of(&refused_behind_proxy), 429);
     collector.signal_and_wait("TERM");
@@ -147,7 +166,10 @@ async fn rate_limited_addresses_are_never_logged_or_stored(db: TestDb) {
             "{address} stored"
         );
     }
-    assert!(logs.contains("\"status\":429"), "the refusal is in the access log");
+    assert!(
+        logs.contains("\"status\":429"),
+        "the refusal is in the access log"
+    );
 }
 on_both_backends!(rate_limited_addresses_are_never_logged_or_stored);
 
@@ -216,7 +238,11 @@ async fn slow_clients_cannot_hold_connections(db: TestDb) {
     .await
     .unwrap();
 
-    assert!(head_only.1, "an unfinished head is cut off: {:?}", head_only.0);
+    assert!(
+        head_only.1,
+        "an unfinished head is cut off: {:?}",
+        head_only.0
+    );
     assert!(
         head_only.0.is_empty() || head_only.0.starts_with("HTTP/1.1 408"),
         "{:?}",
@@ -269,8 +295,14 @@ async fn connections_beyond_the_maximum_wait(db: TestDb) {
         .await
         .unwrap();
 
-    assert!(second_while_first_open, "a connection over the limit is not served");
-    assert!(second_after_close.starts_with("HTTP/1.1 200"), "{second_after_close:?}");
+    assert!(
+        second_while_first_open,
+        "a connection over the limit is not served"
+    );
+    assert!(
+        second_after_close.starts_with("HTTP/1.1 200"),
+        "{second_after_close:?}"
+    );
 }
 on_both_backends!(connections_beyond_the_maximum_wait);
 

@@ -97,7 +97,10 @@ fn stored(db: &TestDb) -> (Values, Counters) {
 pub fn assert_aggregates_match_instances(db: &TestDb) {
     let (want_values, want_counters) = expected(db);
     let (got_values, got_counters) = stored(db);
-    assert_eq!(got_values, want_values, "instance_values drifted from instances");
+    assert_eq!(
+        got_values, want_values,
+        "instance_values drifted from instances"
+    );
     assert_eq!(
         got_counters, want_counters,
         "instance_counters drifted from instances"

@@ -456,6 +456,12 @@ pub struct CollectorProcess {
 impl CollectorProcess {
     /// Starts `anonstats serve` on `db` with JSON logs at trace level.
     pub fn start(db: &TestDb, extra_args: &[&str], env: &[(&str, &str)]) -> CollectorProcess {
+        Self::start_url(&db.url, extra_args, env)
+    }
+
+    /// Starts `anonstats serve` on a database URL of the test's making
+    /// (e.g. through a relay, or on a special file system).
+    pub fn start_url(url: &str, extra_args: &[&str], env: &[(&str, &str)]) -> CollectorProcess {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_anonstats"));
         cmd.args([
             "--log-format",
@@ -464,7 +470,7 @@ impl CollectorProcess {
             "--bind",
             "127.0.0.1:0",
             "--database",
-            &db.url,
+            url,
         ])
         .args(extra_args)
         .env("RUST_LOG", "trace")

@@ -26,7 +26,12 @@ struct Case {
     rule: Option<&'static str>,
 }
 
-fn case(name: &'static str, body: impl Into<Vec<u8>>, status: u16, rule: Option<&'static str>) -> Case {
+fn case(
+    name: &'static str,
+    body: impl Into<Vec<u8>>,
+    status: u16,
+    rule: Option<&'static str>,
+) -> Case {
     Case {
         name,
         content_type: "application/json",
@@ -59,7 +64,12 @@ fn corpus() -> Vec<Case> {
     ));
     let mut cases = vec![
         case("deep nesting", deep, 400, Some("json")),
-        case("deep nesting inside a report", deep_in_report, 400, Some("json")),
+        case(
+            "deep nesting inside a report",
+            deep_in_report,
+            400,
+            Some("json"),
+        ),
         case(
             "counter at i64 max",
             with(|r| r["counters"]["users"] = json!(i64::MAX)),
@@ -87,8 +97,18 @@ fn corpus() -> Vec<Case> {
             400,
             Some("maximum"),
         ),
-        case("float counter", with(|r| r["counters"]["users"] = json!(42.5)), 400, Some("type")),
-        case("integral float counter", with(|r| r["counters"]["users"] = json!(42.0)), 400, Some("type")),
+        case(
+            "float counter",
+            with(|r| r["counters"]["users"] = json!(42.5)),
+            400,
+            Some("type"),
+        ),
+        case(
+            "integral float counter",
+            with(|r| r["counters"]["users"] = json!(42.0)),
+            400,
+            Some("type"),
+        ),
         case(
             "float schema version",
             String::from_utf8(with(|_| {}))
@@ -108,7 +128,11 @@ fn corpus() -> Vec<Case> {
             "duplicate nested key",
             String::from_utf8(with(|_| {}))
                 .unwrap()
-                .replacen("\"edition\":\"ce\"", "\"edition\":\"ce\",\"edition\":\"ee\"", 1)
+                .replacen(
+                    "\"edition\":\"ce\"",
+                    "\"edition\":\"ce\",\"edition\":\"ee\"",
+                    1,
+                )
                 .into_bytes(),
             400,
             Some("duplicate_key"),
@@ -242,12 +266,25 @@ fn corpus() -> Vec<Case> {
             "Latin-1 bytes declared as UTF-8",
             raw_with("\"version\":\"4.10.1\",\"zz\":\"caf\u{e9}\"")
                 .into_iter()
-                .flat_map(|b| if b == 0xc3 { vec![] } else if b == 0xa9 { vec![0xe9] } else { vec![b] })
+                .flat_map(|b| {
+                    if b == 0xc3 {
+                        vec![]
+                    } else if b == 0xa9 {
+                        vec![0xe9]
+                    } else {
+                        vec![b]
+                    }
+                })
                 .collect::<Vec<u8>>(),
             400,
             Some("json"),
         ),
-        case("byte order mark", [&[0xef, 0xbb, 0xbf][..], &with(|_| {})].concat(), 400, Some("json")),
+        case(
+            "byte order mark",
+            [&[0xef, 0xbb, 0xbf][..], &with(|_| {})].concat(),
+            400,
+            Some("json"),
+        ),
     ];
     cases.push(Case {
         name: "UTF-16 body",
@@ -296,7 +333,10 @@ async fn hostile_inputs_get_their_status_and_store_nothing_of_themselves(db: Tes
     let mut accepted = 0;
     let cases = corpus();
     for c in &cases {
-        let path = if c.content_type.starts_with("application/x-www-form-urlencoded") {
+        let path = if c
+            .content_type
+            .starts_with("application/x-www-form-urlencoded")
+        {
             "/statistics/install.json"
         } else {
             "/api/v1/reports"
@@ -325,7 +365,10 @@ async fn hostile_inputs_get_their_status_and_store_nothing_of_themselves(db: Tes
     let stored = db.all_text();
     for (table, column, value) in &stored {
         for marker in MARKERS {
-            assert!(!value.contains(marker), "{marker:?} stored in {table}.{column}");
+            assert!(
+                !value.contains(marker),
+                "{marker:?} stored in {table}.{column}"
+            );
         }
         assert!(!value.contains('\0'), "NUL stored in {table}.{column}");
     }

@@ -6,6 +6,7 @@ mod helpers;
 
 mod abuse;
 mod consistency;
+mod faults;
 mod health;
 mod hostile;
 mod ingest;

@@ -46,9 +46,19 @@ async fn metrics_count_outcomes_with_fixed_labels_only(db: TestDb) {
         get("anonstats_reports_total{outcome=\"unsupported_media_type\"}"),
         1.0
     );
-    assert_eq!(get("anonstats_reports_rejected_total{rule=\"unknown_field\"}"), 1.0);
-    assert_eq!(get("anonstats_reports_rejected_total{rule=\"minimum\"}"), 1.0);
-    assert_eq!(get("anonstats_writer_batch_size_count"), 2.0, "two reports reached the writer");
+    assert_eq!(
+        get("anonstats_reports_rejected_total{rule=\"unknown_field\"}"),
+        1.0
+    );
+    assert_eq!(
+        get("anonstats_reports_rejected_total{rule=\"minimum\"}"),
+        1.0
+    );
+    assert_eq!(
+        get("anonstats_writer_batch_size_count"),
+        2.0,
+        "two reports reached the writer"
+    );
     assert_eq!(get("anonstats_writer_commit_seconds_count"), 2.0);
     assert_eq!(get("anonstats_ingest_queue_depth"), 0.0);
     assert_eq!(get("anonstats_database_errors_total"), 0.0);

@@ -24,8 +24,18 @@ fn key() -> impl Strategy<Value = String> {
     let c = catalog();
     let p = &c.products["passbolt"];
     let mut names: Vec<String> = [
-        "schema_version", "report_id", "instance_id", "product", "event", "version",
-        "previous_version", "attributes", "counters", "features", "", "__proto__",
+        "schema_version",
+        "report_id",
+        "instance_id",
+        "product",
+        "event",
+        "version",
+        "previous_version",
+        "attributes",
+        "counters",
+        "features",
+        "",
+        "__proto__",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -50,10 +60,24 @@ fn interesting_string() -> impl Strategy<Value = String> {
         .collect();
     values.extend(
         [
-            "passbolt", "install", "update", "other", "4.10.1", "4.9.0", "5.0.0-rc.1",
-            "1.0.0+build", "1.0.0-alice", "7f1c2e9a-3b4d-4c5e-8f60-718293a4b5c6",
-            "7F1C2E9A-3B4D-4C5E-8F60-718293A4B5C6", "alice@example.com", "192.0.2.1",
-            "'; DROP TABLE instances; --", "<script>", "\u{0}", "\u{202e}", "=1+1",
+            "passbolt",
+            "install",
+            "update",
+            "other",
+            "4.10.1",
+            "4.9.0",
+            "5.0.0-rc.1",
+            "1.0.0+build",
+            "1.0.0-alice",
+            "7f1c2e9a-3b4d-4c5e-8f60-718293a4b5c6",
+            "7F1C2E9A-3B4D-4C5E-8F60-718293A4B5C6",
+            "alice@example.com",
+            "192.0.2.1",
+            "'; DROP TABLE instances; --",
+            "<script>",
+            "\u{0}",
+            "\u{202e}",
+            "=1+1",
         ]
         .iter()
         .map(|s| s.to_string()),
@@ -72,7 +96,8 @@ fn leaf() -> impl Strategy<Value = Value> {
         (-5i64..2_000_000).prop_map(Value::from),
         any::<i64>().prop_map(Value::from),
         any::<u64>().prop_map(Value::from),
-        any::<f64>().prop_filter_map("finite", |f| serde_json::Number::from_f64(f).map(Value::Number)),
+        any::<f64>().prop_filter_map("finite", |f| serde_json::Number::from_f64(f)
+            .map(Value::Number)),
         interesting_string().prop_map(Value::String),
     ]
 }

@@ -34,7 +34,13 @@ fn store_reports_on(db: &TestDb, reports: &[(serde_json::Value, NaiveDate)]) {
     let catalog = Catalog::builtin();
     let records: Vec<_> = reports
         .iter()
-        .map(|(r, day)| anonymize(parse_v1(r.to_string().as_bytes(), &catalog).unwrap(), &p, *day))
+        .map(|(r, day)| {
+            anonymize(
+                parse_v1(r.to_string().as_bytes(), &catalog).unwrap(),
+                &p,
+                *day,
+            )
+        })
         .collect();
     for r in records {
         store::write_batch(&mut conn, std::slice::from_ref(&r)).unwrap();
@@ -79,12 +85,19 @@ async fn prune_deletes_old_snapshots_and_their_aggregates_but_keeps_event_counts
     let summary = run_prune(&db, &[]);
 
     assert!(summary.contains("pruned 2 instances"), "{summary}");
-    assert_eq!(db.count("instances"), 1, "only the instance seen 10 days ago stays");
+    assert_eq!(
+        db.count("instances"),
+        1,
+        "only the instance seen 10 days ago stays"
+    );
     assert_eq!(db.reports("1 = 1"), events_before, "event counts are kept");
     assert_aggregates_match_instances(&db);
     let mut conn = db.conn();
     assert_eq!(
-        scalar(&mut conn, "SELECT COUNT(*) AS n FROM instance_values WHERE instances = 0"),
+        scalar(
+            &mut conn,
+            "SELECT COUNT(*) AS n FROM instance_values WHERE instances = 0"
+        ),
         0,
         "rows that reached zero are deleted"
     );
@@ -118,7 +131,10 @@ async fn prune_honours_its_flags(db: TestDb) {
 
     let summary = run_prune(&db, &["--retain-days", "5", "--dedupe-days", "8"]);
 
-    assert!(summary.contains("pruned 2 instances, 2 dedupe keys"), "{summary}");
+    assert!(
+        summary.contains("pruned 2 instances, 2 dedupe keys"),
+        "{summary}"
+    );
     assert_eq!(db.count("instances"), 1);
     assert_eq!(db.count("seen_reports"), 1);
     assert_aggregates_match_instances(&db);
@@ -126,20 +142,30 @@ async fn prune_honours_its_flags(db: TestDb) {
         .args(["prune", "--database", &db.url, "--dedupe-days", "3"])
         .output()
         .unwrap();
-    assert!(!refused.status.success(), "a dedupe window under 7 days is refused");
+    assert!(
+        !refused.status.success(),
+        "a dedupe window under 7 days is refused"
+    );
 }
 on_both_backends!(prune_honours_its_flags);
 
 async fn serve_prunes_periodically(db: TestDb) {
     store_reports_on(
         &db,
-        &[(instance_report(1), days_ago(50)), (instance_report(2), days_ago(1))],
+        &[
+            (instance_report(1), days_ago(50)),
+            (instance_report(2), days_ago(1)),
+        ],
     );
     let collector = CollectorProcess::start(&db, &["--retain-days", "30"], &[]);
 
     let deadline = Instant::now() + Duration::from_secs(20);
     while db.count("instances") != 1 {
-        assert!(Instant::now() < deadline, "no retention run: {}", collector.logs());
+        assert!(
+            Instant::now() < deadline,
+            "no retention run: {}",
+            collector.logs()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_aggregates_match_instances(&db);
