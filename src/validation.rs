@@ -602,7 +602,9 @@ pub fn parse_legacy(body: &[u8], catalog: &Catalog, product: &str) -> Result<Rep
             Some(
                 name @ ("instance_id" | "context" | "passwords_count" | "users_count" | "version"),
             ) => {
-                if fields.insert(name, v).is_some() {
+                // Not a match guard: the insert must happen for every field.
+                let previous = fields.insert(name, v);
+                if previous.is_some() {
                     c.fail(&[k], "duplicate", "field given twice");
                 }
             }

@@ -56,14 +56,14 @@ fn new_report(instance_ids: &[String]) -> Pending {
 enum Answer {
     Stored,
     Refused { status: u16, retry_after: bool },
-    NoAnswer,
+    Lost,
 }
 
 /// POSTs one report over a fresh connection, as simple clients do.
 fn post(port: u16, body: &str) -> Answer {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
-        return Answer::NoAnswer;
+        return Answer::Lost;
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(15)));
     let request = format!(
@@ -71,13 +71,13 @@ fn post(port: u16, body: &str) -> Answer {
         body.len()
     );
     if stream.write_all(request.as_bytes()).is_err() {
-        return Answer::NoAnswer;
+        return Answer::Lost;
     }
     let mut response = Vec::new();
     let _ = stream.read_to_end(&mut response);
     let text = String::from_utf8_lossy(&response);
     let Some(status) = text.split(' ').nth(1).and_then(|s| s.parse::<u16>().ok()) else {
-        return Answer::NoAnswer;
+        return Answer::Lost;
     };
     if (200..300).contains(&status) {
         Answer::Stored
@@ -159,7 +159,7 @@ impl Load {
                                 }
                                 l.pending.push(report);
                             }
-                            Answer::NoAnswer => l.pending.push(report),
+                            Answer::Lost => l.pending.push(report),
                         }
                         drop(l);
                         if answer != Answer::Stored {
@@ -597,7 +597,7 @@ fn full_disk_gets_5xx_without_corruption_and_recovers() {
                     break;
                 }
             }
-            Answer::NoAnswer => panic!("the collector died: {}", collector.logs()),
+            Answer::Lost => panic!("the collector died: {}", collector.logs()),
         }
     }
     assert!(refused > 0, "a full disk is answered with 5xx");
