@@ -8,7 +8,9 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::catalog::Catalog;
 use crate::config::{Config, DEFAULT_BIND, DEFAULT_DATABASE};
+use crate::ratelimit::LimitArgs;
 use crate::reporting::cli::{ReportingArgs, StatsCommand};
+use crate::retention::{RetentionArgs, DEFAULT_PRUNE_INTERVAL_HOURS};
 use crate::startup::{self, Application};
 use crate::telemetry::{self, LogFormat};
 
@@ -43,6 +45,18 @@ pub enum Command {
     /// Print a k-anonymous report read directly from the database.
     #[command(subcommand)]
     Stats(StatsCommand),
+    /// Delete instance snapshots and dedupe keys older than the retention
+    /// period, once, and exit (`serve` also does this periodically).
+    Prune(PruneArgs),
+}
+
+/// Flags of `prune`.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+    #[command(flatten)]
+    pub retention: RetentionArgs,
 }
 
 /// Where the data lives.
@@ -91,6 +105,14 @@ pub struct ServeArgs {
     pub shutdown_timeout: u64,
     #[command(flatten)]
     pub reporting: ReportingArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    #[command(flatten)]
+    pub retention: RetentionArgs,
+    /// Hours between retention runs (the first runs at start-up); 0 disables
+    /// them (run `anonstats prune` from a timer instead).
+    #[arg(long, env = "ANONSTATS_PRUNE_INTERVAL_HOURS", default_value_t = DEFAULT_PRUNE_INTERVAL_HOURS, value_name = "HOURS")]
+    pub prune_interval_hours: u64,
 }
 
 impl ServeArgs {
@@ -116,6 +138,9 @@ impl ServeArgs {
         config.pool_size = self.pool_size.max(2);
         config.shutdown_timeout = self.shutdown_timeout;
         config.stats = self.reporting.settings();
+        config.limits = self.limits.limits().map_err(anyhow::Error::msg)?;
+        config.retention = self.retention.retention().map_err(anyhow::Error::msg)?;
+        config.prune_interval_hours = self.prune_interval_hours;
         Ok(config)
     }
 }
@@ -141,5 +166,19 @@ pub fn main() -> anyhow::Result<()> {
         Command::Send(args) => crate::client::command::run(*args),
         Command::Simulate(args) => crate::simulate::run(args),
         Command::Stats(command) => crate::reporting::cli::run(command),
+        Command::Prune(args) => {
+            let url = args.db.url();
+            let retention = args.retention.retention().map_err(anyhow::Error::msg)?;
+            let pool = startup::prepare_database(&url, 1)?;
+            let mut conn = pool.get().context("cannot connect to database")?;
+            let stats = retention
+                .prune(&mut conn, chrono::Utc::now().date_naive())
+                .context("retention run failed")?;
+            println!(
+                "pruned {} instances, {} dedupe keys, {} empty aggregate rows",
+                stats.instances, stats.report_keys, stats.aggregate_rows
+            );
+            Ok(())
+        }
     }
 }

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use crate::catalog::Catalog;
 use crate::ingest::WriterConfig;
+use crate::ratelimit::Limits;
 use crate::reporting;
+use crate::retention::{Retention, DEFAULT_PRUNE_INTERVAL_HOURS};
 
 /// Default listen address.
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
@@ -38,6 +40,12 @@ pub struct Config {
     pub legacy_product: String,
     /// Reporting: k, default active window, stats API token.
     pub stats: reporting::Settings,
+    /// Rate limits, request timeouts and connection bounds.
+    pub limits: Limits,
+    /// How long pseudonymous data is kept.
+    pub retention: Retention,
+    /// Hours between retention runs inside `serve` (0: never).
+    pub prune_interval_hours: u64,
 }
 
 impl Config {
@@ -54,6 +62,9 @@ impl Config {
             shutdown_timeout: 30,
             legacy_product: "passbolt".to_owned(),
             stats: reporting::Settings::default(),
+            limits: Limits::default(),
+            retention: Retention::default(),
+            prune_interval_hours: DEFAULT_PRUNE_INTERVAL_HOURS,
         }
     }
 }

@@ -135,12 +135,18 @@ fn sqlite_path(url: &str) -> &str {
 
 /// Builds a pool of at most `max_size` connections. Connections are opened
 /// lazily, so that a collector can start while its database is down.
+///
+/// Idle connections are checked (`SELECT 1`) when taken from the pool: after
+/// a database restart or a network cut, connections that died while idle are
+/// dropped and replaced instead of failing the next transaction, so the
+/// collector resumes by itself. The check costs one round trip per checkout,
+/// which the writer pays once per batch.
 pub fn pool(url: &str, max_size: u32) -> Pool {
     r2d2::Pool::builder()
         .max_size(max_size)
         .min_idle(Some(0))
         .connection_timeout(Duration::from_secs(2))
-        .test_on_check_out(false)
+        .test_on_check_out(true)
         .build_unchecked(Manager::new(url))
 }
 

@@ -43,6 +43,12 @@ pub enum ApiError {
     /// A report could not be read from the database.
     #[error("the database is unavailable")]
     Database,
+    #[error("too many reports from this source; retry after {retry_after} seconds")]
+    RateLimited { retry_after: u32 },
+    #[error("this instance sent too many reports today; retry after {retry_after} seconds")]
+    InstanceLimited { retry_after: u32 },
+    #[error("the request body was not received in time")]
+    RequestTimeout,
 }
 
 #[derive(Serialize)]
@@ -75,12 +81,18 @@ impl ApiError {
             ApiError::InvalidQuery(_) => "urn:anonstats:problem:invalid-query",
             ApiError::Unauthorized => "urn:anonstats:problem:unauthorized",
             ApiError::Database => "urn:anonstats:problem:unavailable",
+            ApiError::RateLimited { .. } => "urn:anonstats:problem:rate-limited",
+            ApiError::InstanceLimited { .. } => "urn:anonstats:problem:instance-daily-limit",
+            ApiError::RequestTimeout => "urn:anonstats:problem:request-timeout",
         }
     }
 
-    /// Seconds a client should wait before retrying, for 503 answers.
+    /// Seconds a client should wait before retrying, for 429 and 503 answers.
     fn retry_after(&self) -> Option<u32> {
         match self {
+            ApiError::RateLimited { retry_after } | ApiError::InstanceLimited { retry_after } => {
+                Some(*retry_after)
+            }
             ApiError::Ingest(IngestError::Overloaded) => Some(1),
             ApiError::Ingest(_) | ApiError::Database => Some(5),
             _ => None,
@@ -101,6 +113,10 @@ impl ResponseError for ApiError {
             ApiError::InvalidQuery(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Database => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::RateLimited { .. } | ApiError::InstanceLimited { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 

@@ -5,8 +5,13 @@
 //! in one transaction, and only after the commit answers each request. A
 //! full queue or a database error is answered at once, so a client is told
 //! to retry instead of being told "stored" for a report that is not on disk.
+//!
+//! When a transaction or a connection fails, the database is considered down:
+//! new reports are refused at once (503) instead of queueing behind a dead
+//! connection, and the writer probes the database in the background until it
+//! answers again, then resumes by itself.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -16,7 +21,16 @@ use tokio::sync::oneshot;
 
 use crate::anonymize::Record;
 use crate::db::Pool;
+use crate::metrics::{self, Histogram, BATCH_SIZE_BUCKETS, COMMIT_SECONDS_BUCKETS};
 use crate::store::{self, Outcome};
+
+/// How long the writer waits for a connection before failing a batch: well
+/// under the one second within which a client must hear 503.
+const CONNECTION_WAIT: Duration = Duration::from_millis(300);
+/// Least time between two probes of a database known to be down.
+const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+/// How long the writer sleeps waiting for work before checking on the database.
+const IDLE_WAIT: Duration = Duration::from_millis(200);
 
 /// Tuning of the writer.
 #[derive(Debug, Clone)]
@@ -56,10 +70,31 @@ struct Job {
 }
 
 /// Shared view of the writer's health, for readiness checks and metrics.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct WriterState {
     queued: AtomicUsize,
     healthy: AtomicBool,
+    /// Set after a failed connection or transaction, cleared by a probe that
+    /// reached the database.
+    database_down: AtomicBool,
+    database_errors: AtomicU64,
+    /// Reports per transaction (committed or not).
+    pub batch_size: Histogram,
+    /// Seconds to write and commit a batch.
+    pub commit_seconds: Histogram,
+}
+
+impl Default for WriterState {
+    fn default() -> Self {
+        WriterState {
+            queued: AtomicUsize::new(0),
+            healthy: AtomicBool::new(true),
+            database_down: AtomicBool::new(false),
+            database_errors: AtomicU64::new(0),
+            batch_size: Histogram::new(BATCH_SIZE_BUCKETS),
+            commit_seconds: Histogram::new(COMMIT_SECONDS_BUCKETS),
+        }
+    }
 }
 
 impl WriterState {
@@ -71,6 +106,30 @@ impl WriterState {
     /// Whether the last transaction committed (true before the first one).
     pub fn healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Whether the last attempt to reach the database failed (new reports
+    /// are refused until a probe succeeds).
+    pub fn database_down(&self) -> bool {
+        self.database_down.load(Ordering::Relaxed)
+    }
+
+    /// Failed connections and transactions so far.
+    pub fn database_errors(&self) -> u64 {
+        self.database_errors.load(Ordering::Relaxed)
+    }
+
+    fn mark_down(&self) {
+        self.database_errors.fetch_add(1, Ordering::Relaxed);
+        if !self.database_down.swap(true, Ordering::Relaxed) {
+            tracing::warn!("database unreachable: refusing reports until it answers again");
+        }
+    }
+
+    fn mark_up(&self) {
+        if self.database_down.swap(false, Ordering::Relaxed) {
+            tracing::info!("database reachable again: accepting reports");
+        }
     }
 }
 
@@ -98,10 +157,7 @@ impl Writer {
 /// Starts the writer thread over `pool`.
 pub fn start(pool: Pool, config: WriterConfig) -> (Ingest, Writer) {
     let (tx, rx) = mpsc::sync_channel(config.queue_capacity);
-    let state = Arc::new(WriterState {
-        queued: AtomicUsize::new(0),
-        healthy: AtomicBool::new(true),
-    });
+    let state = Arc::new(WriterState::default());
     let ingest = Ingest {
         tx,
         state: state.clone(),
@@ -117,6 +173,11 @@ pub fn start(pool: Pool, config: WriterConfig) -> (Ingest, Writer) {
 impl Ingest {
     /// Queues a record and waits until it is committed (or refused).
     pub async fn submit(&self, record: Record) -> Result<Outcome, IngestError> {
+        // While the database is known to be down, answer at once: queueing
+        // would only make clients wait for the same 503.
+        if self.state.database_down() {
+            return Err(IngestError::Unavailable);
+        }
         let (reply, answer) = oneshot::channel();
         // Counted before sending so that the writer never subtracts first.
         self.state.queued.fetch_add(1, Ordering::Relaxed);
@@ -144,11 +205,19 @@ impl Ingest {
 
 fn run(rx: Receiver<Job>, pool: Pool, config: WriterConfig, state: Arc<WriterState>) {
     let mut batch: Vec<Job> = Vec::with_capacity(config.max_batch);
+    let mut last_probe: Option<Instant> = None;
     loop {
         // Block for the first job; the senders are gone when the server stopped.
-        match rx.recv_timeout(Duration::from_secs(1)) {
+        match rx.recv_timeout(IDLE_WAIT) {
             Ok(job) => batch.push(job),
-            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Timeout) => {
+                let probe_due = !matches!(last_probe, Some(t) if t.elapsed() < PROBE_INTERVAL);
+                if state.database_down() && probe_due {
+                    last_probe = Some(Instant::now());
+                    probe(&pool, &state);
+                }
+                continue;
+            }
             Err(RecvTimeoutError::Disconnected) => break,
         }
         // Group commit: whatever queued while the last transaction ran goes
@@ -165,11 +234,30 @@ fn run(rx: Receiver<Job>, pool: Pool, config: WriterConfig, state: Arc<WriterSta
     tracing::debug!("writer stopped: queue drained");
 }
 
+/// Checks whether a database known to be down answers again.
+fn probe(pool: &Pool, state: &WriterState) {
+    let reachable = pool
+        .get_timeout(Duration::from_secs(1))
+        .ok()
+        .is_some_and(|mut conn| store::ping(&mut conn).is_ok());
+    if reachable {
+        state.mark_up();
+    }
+}
+
 fn write(pool: &Pool, config: &WriterConfig, state: &WriterState, batch: &mut Vec<Job>) {
+    // Reports queued just before the database was found down are refused
+    // without another attempt: the probe decides when to try again.
+    if state.database_down() {
+        for job in batch.drain(..) {
+            let _ = job.reply.send(Err(IngestError::Unavailable));
+        }
+        return;
+    }
     let records: Vec<Record> = batch.iter().map(|j| j.record.clone()).collect();
     let started = Instant::now();
     let result = (|| {
-        let mut conn = pool.get().map_err(|e| {
+        let mut conn = pool.get_timeout(CONNECTION_WAIT).map_err(|e| {
             tracing::warn!(error = %e, "database unavailable");
             IngestError::Unavailable
         })?;
@@ -189,6 +277,14 @@ fn write(pool: &Pool, config: &WriterConfig, state: &WriterState, batch: &mut Ve
         }
     })();
     state.healthy.store(result.is_ok(), Ordering::Relaxed);
+    state.batch_size.observe(records.len() as f64);
+    if result.is_ok() {
+        state
+            .commit_seconds
+            .observe(metrics::seconds(started.elapsed()));
+    } else {
+        state.mark_down();
+    }
     match result {
         Ok(outcomes) => {
             tracing::debug!(

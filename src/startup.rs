@@ -2,6 +2,7 @@
 //! routes, in that order.
 
 use std::net::TcpListener;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +18,10 @@ use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::db::{self, Backend, Pool};
 use crate::ingest::{self, Ingest, Writer};
+use crate::metrics::Metrics;
+use crate::ratelimit::{Cidr, InstanceLimiter, RateLimiter, KEY_ROTATION};
 use crate::reporting;
+use crate::retention::Pruner;
 use crate::routes;
 use crate::store;
 use crate::validation::Report;
@@ -33,6 +37,18 @@ pub struct AppState {
     pub stats: reporting::Settings,
     /// Recent stats results, reused while nothing was stored.
     pub stats_cache: reporting::cache::Cache,
+    /// Request counters for `GET /metrics`.
+    pub metrics: Metrics,
+    /// Per-source token buckets of the report intake routes.
+    pub rate_limiter: RateLimiter,
+    /// Peers whose forwarding headers are believed.
+    pub trusted_proxies: Vec<Cidr>,
+    /// Per-instance daily cap.
+    pub instance_limiter: InstanceLimiter,
+    /// Time a client has to send a request body.
+    pub request_timeout: Duration,
+    /// Instance snapshots deleted by retention runs of this process.
+    pub pruned_instances: Arc<AtomicU64>,
 }
 
 impl AppState {
@@ -47,6 +63,7 @@ pub struct Application {
     port: u16,
     server: Server,
     writer: Writer,
+    pruner: Option<Pruner>,
 }
 
 /// Connects, applies migrations and returns the pool.
@@ -91,6 +108,16 @@ impl Application {
         let pool = prepare_database(&config.database_url, config.pool_size)?;
         let pseudonymizer = Pseudonymizer::new(&load_secret(&config, &pool)?);
         let (ingest, writer) = ingest::start(pool.clone(), config.writer.clone());
+        let limits = &config.limits;
+        let pruned_instances = Arc::new(AtomicU64::new(0));
+        let pruner = (config.prune_interval_hours > 0).then(|| {
+            Pruner::start(
+                pool.clone(),
+                config.retention,
+                Duration::from_secs(config.prune_interval_hours.saturating_mul(3600)),
+                pruned_instances.clone(),
+            )
+        });
         let state = web::Data::new(AppState {
             catalog: config.catalog.clone(),
             pool,
@@ -99,11 +126,28 @@ impl Application {
             legacy_product: config.legacy_product.clone(),
             stats: config.stats.clone(),
             stats_cache: Default::default(),
+            metrics: Metrics::default(),
+            rate_limiter: RateLimiter::new(limits.rate_limit, limits.max_sources, KEY_ROTATION),
+            trusted_proxies: limits.trusted_proxies.clone(),
+            instance_limiter: InstanceLimiter::new(limits.instance_daily_limit),
+            request_timeout: limits.request_timeout,
+            pruned_instances,
         });
+        let workers = config
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1);
+        // actix counts connections per worker.
+        let per_worker_connections = limits.max_connections.div_ceil(workers).max(1);
+        let keep_alive = if limits.keep_alive.is_zero() {
+            actix_web::http::KeepAlive::Disabled
+        } else {
+            actix_web::http::KeepAlive::Timeout(limits.keep_alive)
+        };
         let listener = TcpListener::bind(&config.bind)
             .with_context(|| format!("cannot listen on {}", config.bind))?;
         let port = listener.local_addr()?.port();
-        let mut server = HttpServer::new(move || {
+        let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
                 .wrap(actix_web::middleware::from_fn(access_log))
@@ -111,12 +155,11 @@ impl Application {
                 .default_service(web::to(routes::not_found))
         })
         .shutdown_timeout(config.shutdown_timeout)
-        .client_request_timeout(Duration::from_secs(10))
+        .client_request_timeout(limits.request_timeout)
         .client_disconnect_timeout(Duration::from_secs(2))
-        .keep_alive(Duration::from_secs(15));
-        if let Some(w) = config.workers {
-            server = server.workers(w);
-        }
+        .keep_alive(keep_alive)
+        .max_connections(per_worker_connections)
+        .workers(workers);
         let server = server.listen(listener)?.run();
         tracing::info!(
             address = %config.bind,
@@ -129,6 +172,7 @@ impl Application {
             port,
             server,
             writer,
+            pruner,
         })
     }
 
@@ -145,8 +189,14 @@ impl Application {
     /// Serves until SIGTERM/SIGINT (or a stop through the handle), then
     /// finishes in-flight requests and commits everything accepted.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let Application { server, writer, .. } = self;
+        let Application {
+            server,
+            writer,
+            pruner,
+            ..
+        } = self;
         let result = server.await;
+        drop(pruner);
         // The server and every copy of the ingest handle are gone: the writer
         // drains the queue and exits.
         tokio::task::spawn_blocking(move || writer.join())

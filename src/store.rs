@@ -273,16 +273,36 @@ fn write_batch_in(conn: &mut BatchConn<'_>, records: &[Record]) -> QueryResult<V
 
     // 3. Insert instances not yet known; the ones that were already there
     // are then read (and locked on PostgreSQL) to compute the change.
-    let created = insert_new_instances(conn, &final_rows)?;
+    let mut created = insert_new_instances(conn, &final_rows)?;
     let existing: Vec<Vec<u8>> = final_rows
         .iter()
         .map(|r| r.instance_hash.clone())
         .filter(|h| !created.contains(h))
         .collect();
-    let stored: HashMap<Vec<u8>, InstanceRow> = load_instances(conn, &existing)?
+    let mut stored: HashMap<Vec<u8>, InstanceRow> = load_instances(conn, &existing)?
         .into_iter()
         .map(|r| (r.instance_hash.clone(), r))
         .collect();
+    // A retention run on another connection may have deleted an instance
+    // between the insert and the read: it is new again.
+    let vanished: Vec<InstanceRow> = final_rows
+        .iter()
+        .filter(|r| !created.contains(&r.instance_hash) && !stored.contains_key(&r.instance_hash))
+        .cloned()
+        .collect();
+    if !vanished.is_empty() {
+        created.extend(insert_new_instances(conn, &vanished)?);
+        let still: Vec<Vec<u8>> = vanished
+            .iter()
+            .map(|r| r.instance_hash.clone())
+            .filter(|h| !created.contains(h))
+            .collect();
+        stored.extend(
+            load_instances(conn, &still)?
+                .into_iter()
+                .map(|r| (r.instance_hash.clone(), r)),
+        );
+    }
 
     // 4. Walk the reports in order to classify events (legacy reports say
     // "install" even after an update) and count them per day.
@@ -643,6 +663,129 @@ fn forget_instance_in(conn: &mut BatchConn<'_>, hash: Vec<u8>) -> QueryResult<bo
     apply_value_deltas(conn, &values)?;
     apply_counter_deltas(conn, &counters)?;
     Ok(true)
+}
+
+/// What one retention run deleted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PruneStats {
+    /// Instance snapshots not seen since the cutoff.
+    pub instances: u64,
+    /// Dedupe keys older than the dedupe window.
+    pub report_keys: u64,
+    /// Aggregate rows whose counts had reached zero.
+    pub aggregate_rows: u64,
+}
+
+/// Instances deleted per transaction by [`prune`], so that a large backlog
+/// never holds locks for long.
+const PRUNE_CHUNK: usize = 1000;
+
+/// Retention: deletes the snapshots of instances last seen before
+/// `instances_before` and takes their contribution out of the aggregates in
+/// the same transaction, deletes dedupe keys of days before `keys_before`,
+/// then aggregate rows whose counts are all zero. Daily event counts hold no
+/// pseudonym and are kept.
+pub fn prune(
+    conn: &mut DbConn,
+    instances_before: NaiveDate,
+    keys_before: NaiveDate,
+) -> QueryResult<PruneStats> {
+    let mut stats = PruneStats::default();
+    loop {
+        let deleted = retry_conflicts(|| match &mut *conn {
+            DbConn::Sqlite(c) => c.immediate_transaction(|c| {
+                prune_instances_chunk(&mut BatchConn::Sqlite(c), instances_before)
+            }),
+            DbConn::Pg(c) => {
+                c.transaction(|c| prune_instances_chunk(&mut BatchConn::Pg(c), instances_before))
+            }
+        })?;
+        stats.instances += deleted as u64;
+        if deleted < PRUNE_CHUNK {
+            break;
+        }
+    }
+    stats.report_keys = retry_conflicts(|| {
+        with_conn!(&mut *conn, |c| diesel::delete(
+            seen_reports::table.filter(seen_reports::day.lt(keys_before))
+        )
+        .execute(c))
+    })? as u64;
+    stats.aggregate_rows = retry_conflicts(|| {
+        let values = with_conn!(&mut *conn, |c| diesel::delete(
+            instance_values::table.filter(instance_values::instances.eq(0))
+        )
+        .execute(c))?;
+        let counters = with_conn!(&mut *conn, |c| diesel::delete(
+            instance_counters::table
+                .filter(instance_counters::instances.eq(0))
+                .filter(instance_counters::total.eq(0))
+        )
+        .execute(c))?;
+        Ok(values + counters)
+    })? as u64;
+    Ok(stats)
+}
+
+/// Runs `f` again (up to three times in all) when it lost a race with a
+/// concurrent writer.
+fn retry_conflicts<T>(mut f: impl FnMut() -> QueryResult<T>) -> QueryResult<T> {
+    let mut attempt = 1;
+    loop {
+        match f() {
+            Err(e) if is_retryable(&e) && attempt < 3 => attempt += 1,
+            other => return other,
+        }
+    }
+}
+
+fn prune_instances_chunk(conn: &mut BatchConn<'_>, before: NaiveDate) -> QueryResult<usize> {
+    let query = instances::table
+        .filter(instances::last_seen.lt(before))
+        .order(instances::instance_hash)
+        .limit(PRUNE_CHUNK as i64);
+    let rows: Vec<InstanceRow> = match conn {
+        // Locked so that a report arriving now either waits for the delete
+        // (and finds the instance gone) or updated it first (and the row no
+        // longer matches).
+        BatchConn::Pg(c) => query
+            .select(InstanceRow::as_select())
+            .for_update()
+            .load(&mut **c)?,
+        BatchConn::Sqlite(c) => query.select(InstanceRow::as_select()).load(&mut **c)?,
+    };
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let mut values: BTreeMap<ValueKey, i64> = BTreeMap::new();
+    let mut counters: BTreeMap<CounterKey, (i64, i64)> = BTreeMap::new();
+    for row in &rows {
+        contribute(
+            &Snapshot {
+                product: row.product.clone(),
+                version: row.version.clone(),
+                last_seen: row.last_seen,
+                state: serde_json::from_str(&row.state).unwrap_or_default(),
+            },
+            -1,
+            &mut values,
+            &mut counters,
+        );
+    }
+    values.retain(|_, d| *d != 0);
+    counters.retain(|_, (n, t)| *n != 0 || *t != 0);
+    apply_value_deltas(conn, &values)?;
+    apply_counter_deltas(conn, &counters)?;
+    let hashes: Vec<Vec<u8>> = rows.into_iter().map(|r| r.instance_hash).collect();
+    let mut deleted = 0;
+    for chunk in hashes.chunks(CHUNK_ROWS) {
+        let target = instances::table.filter(instances::instance_hash.eq_any(chunk));
+        deleted += match conn {
+            BatchConn::Pg(c) => diesel::delete(target).execute(&mut **c)?,
+            BatchConn::Sqlite(c) => diesel::delete(target).execute(&mut **c)?,
+        };
+    }
+    Ok(deleted)
 }
 
 #[cfg(test)]

@@ -9,8 +9,10 @@
 //! plus the two optional UUIDs that [`crate::anonymize`] turns into keyed
 //! hashes.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -148,14 +150,126 @@ const TOP_LEVEL: &[&str] = &[
 
 /// Parses and validates a v1 JSON report.
 pub fn parse_v1(body: &[u8], catalog: &Catalog) -> Result<Report, Invalid> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        Invalid(vec![Violation::new(
-            &[],
-            "json",
-            format!("body is not valid JSON: {}", json_error_position(&e)),
-        )])
-    })?;
+    let value = parse_strict_json(body)?;
     validate_v1(&value, catalog)
+}
+
+/// Parses JSON, refusing an object that names a key twice (rule
+/// `duplicate_key`): parsers disagree on which copy wins, so a duplicate
+/// could make a report mean one thing here and another to whoever checked
+/// it. Nesting deeper than 128 levels is refused as invalid JSON.
+pub fn parse_strict_json(body: &[u8]) -> Result<Value, Invalid> {
+    let duplicate = RefCell::new(None);
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let parsed = StrictValue {
+        path: Vec::new(),
+        duplicate: &duplicate,
+    }
+    .deserialize(&mut de)
+    .and_then(|v| de.end().map(|()| v));
+    parsed.map_err(|e| {
+        let violation = match duplicate.take() {
+            Some(path) => {
+                let parts: Vec<&str> = path.iter().map(String::as_str).collect();
+                Violation::new(
+                    &parts,
+                    "duplicate_key",
+                    "the same key is given more than once",
+                )
+            }
+            None => Violation::new(
+                &[],
+                "json",
+                format!("body is not valid JSON: {}", json_error_position(&e)),
+            ),
+        };
+        Invalid(vec![violation])
+    })
+}
+
+/// Builds a [`Value`] like serde_json does, but stops at the first key an
+/// object repeats and records its path.
+struct StrictValue<'a> {
+    path: Vec<String>,
+    duplicate: &'a RefCell<Option<Vec<String>>>,
+}
+
+impl StrictValue<'_> {
+    fn child(&self, key: String) -> Self {
+        let mut path = self.path.clone();
+        path.push(key);
+        StrictValue {
+            path,
+            duplicate: self.duplicate,
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for StrictValue<'_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for StrictValue<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(v) = seq.next_element_seed(self.child(out.len().to_string()))? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if out.contains_key(&key) {
+                let mut path = self.path.clone();
+                path.push(key);
+                *self.duplicate.borrow_mut() = Some(path);
+                return Err(serde::de::Error::custom("duplicate key"));
+            }
+            let value = map.next_value_seed(self.child(key.clone()))?;
+            out.insert(key, value);
+        }
+        Ok(Value::Object(out))
+    }
 }
 
 fn json_error_position(e: &serde_json::Error) -> String {
@@ -607,6 +721,17 @@ mod tests {
         assert!(parse_uuid("7F1C2E9A-3B4D-4C5E-8F60-718293A4B5C6").is_some());
         assert!(parse_uuid("7f1c2e9a3b4d4c5e8f60718293a4b5c6").is_none());
         assert!(parse_uuid("{7f1c2e9a-3b4d-4c5e-8f60-718293a4b5c6}").is_none());
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_with_their_path() {
+        let Invalid(v) = parse_strict_json(br#"{"a": 1, "b": {"c": 1, "c": 2}}"#).unwrap_err();
+        assert_eq!((v[0].rule, v[0].field.as_str()), ("duplicate_key", "b.c"));
+        let Invalid(v) = parse_strict_json(br#"[{"x": 1}, {"y": 1, "y": 1}]"#).unwrap_err();
+        assert_eq!(v[0].field, "1.y");
+        assert!(parse_strict_json(br#"{"a": [1, 2.5, null, true, "s"], "b": {}}"#).is_ok());
+        let Invalid(v) = parse_strict_json(b"{} x").unwrap_err();
+        assert_eq!(v[0].rule, "json");
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Liveness and readiness.
 
+use std::time::Duration;
+
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
@@ -14,16 +16,19 @@ pub async fn healthz() -> HttpResponse {
 /// The collector can store reports now: the database answers, the writer's
 /// last transaction committed and its queue has room.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let pool = state.pool.clone();
-    let database = web::block(move || {
-        let mut conn = pool.get().ok()?;
-        store::ping(&mut conn).ok()
-    })
-    .await
-    .ok()
-    .flatten()
-    .is_some();
     let writer = state.ingest.state();
+    // While the writer knows the database is down, say so at once instead
+    // of waiting for a connection attempt to time out.
+    let pool = state.pool.clone();
+    let database = !writer.database_down()
+        && web::block(move || {
+            let mut conn = pool.get_timeout(Duration::from_secs(1)).ok()?;
+            store::ping(&mut conn).ok()
+        })
+        .await
+        .ok()
+        .flatten()
+        .is_some();
     let queue_ok = writer.queue_depth() < state.ingest.capacity();
     let ready = database && writer.healthy() && queue_ok;
     let body = json!({

@@ -5,22 +5,26 @@ mod catalog;
 mod dashboard;
 mod health;
 mod instances;
+mod metrics;
 mod reports;
 mod stats;
 
 use actix_web::{web, HttpResponse, ResponseError};
 
 use crate::error::ApiError;
+use crate::ratelimit;
 
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/api/v1/reports")
+            .wrap(actix_web::middleware::from_fn(ratelimit::limit_sources))
             .route(web::post().to(reports::post_report))
             .default_service(web::to(method_not_allowed)),
     )
     .service(
         web::resource("/statistics/install.json")
+            .wrap(actix_web::middleware::from_fn(ratelimit::limit_sources))
             .route(web::post().to(reports::post_legacy))
             .default_service(web::to(method_not_allowed)),
     )
@@ -33,7 +37,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .default_service(web::to(method_not_allowed)),
     )
     .route("/healthz", web::get().to(health::healthz))
-    .route("/readyz", web::get().to(health::readyz));
+    .route("/readyz", web::get().to(health::readyz))
+    .route("/metrics", web::get().to(metrics::get_metrics));
     stats::configure(cfg);
 }
 

@@ -1,15 +1,21 @@
 //! Report intake: `POST /api/v1/reports` and the legacy passbolt endpoint.
 //!
 //! Nothing here reads the peer address or any header other than the content
-//! type and length.
+//! type and length (the per-source rate limit runs before, in
+//! [`crate::ratelimit`], and keeps nothing of the address).
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde_json::json;
 
+use std::time::Duration;
+
 use crate::config::MAX_BODY_BYTES;
 use crate::error::ApiError;
+use crate::ingest::IngestError;
+use crate::metrics::{Metrics, ReportOutcome};
+use crate::ratelimit::retry_seconds;
 use crate::startup::AppState;
 use crate::store::Outcome;
 use crate::validation::{self, Report};
@@ -19,10 +25,9 @@ pub async fn post_report(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    require_content_type(&req, "application/json")?;
-    let body = read_body(&req, payload).await?;
-    let report = validation::parse_v1(&body, &state.catalog).map_err(ApiError::Invalid)?;
-    ingest(report, &state).await
+    let result = intake_v1(&req, payload, &state).await;
+    count(&state.metrics, &result);
+    result
 }
 
 pub async fn post_legacy(
@@ -30,17 +35,75 @@ pub async fn post_legacy(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    require_content_type(&req, "application/x-www-form-urlencoded")?;
-    let body = read_body(&req, payload).await?;
+    let result = intake_legacy(&req, payload, &state).await;
+    count(&state.metrics, &result);
+    result
+}
+
+async fn intake_v1(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<HttpResponse, ApiError> {
+    require_content_type(req, "application/json")?;
+    require_utf8(req)?;
+    let body = read_body(req, payload, state.request_timeout).await?;
+    let report = validation::parse_v1(&body, &state.catalog).map_err(ApiError::Invalid)?;
+    ingest(report, state).await
+}
+
+async fn intake_legacy(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<HttpResponse, ApiError> {
+    require_content_type(req, "application/x-www-form-urlencoded")?;
+    let body = read_body(req, payload, state.request_timeout).await?;
     let report = validation::parse_legacy(&body, &state.catalog, &state.legacy_product)
         .map_err(ApiError::Invalid)?;
-    ingest(report, &state).await
+    ingest(report, state).await
+}
+
+/// Counts the outcome of one report request for `GET /metrics`.
+fn count(metrics: &Metrics, result: &Result<HttpResponse, ApiError>) {
+    let outcome = match result {
+        Ok(r) if r.status().as_u16() == 202 => ReportOutcome::Accepted,
+        Ok(_) => ReportOutcome::Duplicate,
+        Err(ApiError::Invalid(invalid)) => {
+            metrics.rejected(invalid.0.iter().map(|v| v.rule));
+            return;
+        }
+        Err(ApiError::PayloadTooLarge { .. }) => ReportOutcome::TooLarge,
+        Err(ApiError::UnsupportedMediaType { .. }) => ReportOutcome::UnsupportedMediaType,
+        Err(ApiError::Ingest(IngestError::Overloaded)) => ReportOutcome::Overloaded,
+        Err(ApiError::Ingest(_)) => ReportOutcome::Unavailable,
+        Err(ApiError::InstanceLimited { .. }) => ReportOutcome::InstanceLimited,
+        Err(ApiError::RateLimited { .. }) => ReportOutcome::RateLimited,
+        Err(_) => ReportOutcome::BadRequest,
+    };
+    metrics.report(outcome);
 }
 
 async fn ingest(report: Report, state: &AppState) -> Result<HttpResponse, ApiError> {
     let ignored = report.ignored.clone();
     let record = state.anonymize(report);
-    match state.ingest.submit(record).await? {
+    let instance = record.instance.as_ref().map(|i| (i.hash, record.day));
+    if let Some((hash, day)) = &instance {
+        state
+            .instance_limiter
+            .acquire(hash, *day)
+            .map_err(|wait| ApiError::InstanceLimited {
+                retry_after: retry_seconds(wait),
+            })?;
+    }
+    let outcome = state.ingest.submit(record).await;
+    if let Some((hash, day)) = &instance {
+        // Only counted reports use up the instance's daily allowance.
+        if !matches!(outcome, Ok(Outcome::Accepted)) {
+            state.instance_limiter.release(hash, *day);
+        }
+    }
+    match outcome? {
         Outcome::Accepted => {
             tracing::debug!(target: "anonstats::reports", outcome = "accepted");
             Ok(HttpResponse::Accepted().json(json!({"status": "accepted", "ignored": ignored})))
@@ -67,9 +130,40 @@ fn require_content_type(req: &HttpRequest, expected: &'static str) -> Result<(),
     }
 }
 
-/// Reads the body up to the limit; a declared or actual larger body is
-/// refused without reading the rest.
+/// JSON is UTF-8 (RFC 8259): a body declared in another charset is refused
+/// rather than misread.
+fn require_utf8(req: &HttpRequest) -> Result<(), ApiError> {
+    let charset = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .into_iter()
+        .flat_map(|v| v.split(';').skip(1))
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("charset"))
+        .map(|(_, v)| v.trim().trim_matches('"').to_ascii_lowercase());
+    match charset.as_deref() {
+        None | Some("utf-8" | "utf8" | "us-ascii") => Ok(()),
+        Some(_) => Err(ApiError::UnsupportedMediaType {
+            expected: "application/json; charset=utf-8",
+        }),
+    }
+}
+
+/// Reads the body up to the limit and within the request timeout; a
+/// declared or actual larger body is refused without reading the rest, and a
+/// client trickling its body cannot hold a worker.
 async fn read_body(
+    req: &HttpRequest,
+    payload: web::Payload,
+    timeout: Duration,
+) -> Result<web::BytesMut, ApiError> {
+    tokio::time::timeout(timeout, read_body_unbounded(req, payload))
+        .await
+        .map_err(|_| ApiError::RequestTimeout)?
+}
+
+async fn read_body_unbounded(
     req: &HttpRequest,
     mut payload: web::Payload,
 ) -> Result<web::BytesMut, ApiError> {

@@ -354,6 +354,10 @@ pub async fn spawn_app_with(db: TestDb, adjust: impl FnOnce(&mut Config)) -> Tes
     config.bind = "127.0.0.1:0".into();
     config.workers = Some(2);
     config.shutdown_timeout = 5;
+    // Tests post hundreds of reports from one address and instance quickly;
+    // the abuse limits have tests of their own that turn them back on.
+    config.limits.rate_limit = anonstats::ratelimit::RateLimit::DISABLED;
+    config.limits.instance_daily_limit = 0;
     adjust(&mut config);
     let app = Application::build(config).expect("build collector");
     let port = app.port();
@@ -475,6 +479,12 @@ pub struct CollectorProcess {
 impl CollectorProcess {
     /// Starts `anonstats serve` on `db` with JSON logs at trace level.
     pub fn start(db: &TestDb, extra_args: &[&str], env: &[(&str, &str)]) -> CollectorProcess {
+        Self::start_url(&db.url, extra_args, env)
+    }
+
+    /// Starts `anonstats serve` on a database URL of the test's making
+    /// (e.g. through a relay, or on a special file system).
+    pub fn start_url(url: &str, extra_args: &[&str], env: &[(&str, &str)]) -> CollectorProcess {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_anonstats"));
         cmd.args([
             "--log-format",
@@ -483,11 +493,14 @@ impl CollectorProcess {
             "--bind",
             "127.0.0.1:0",
             "--database",
-            &db.url,
+            url,
         ])
         .args(extra_args)
         .env("RUST_LOG", "trace")
         .env_remove("ANONSTATS_SECRET")
+        // As in spawn_app: abuse limits off unless a test sets them.
+        .env("ANONSTATS_RATE_LIMIT", "0")
+        .env("ANONSTATS_INSTANCE_DAILY_LIMIT", "0")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

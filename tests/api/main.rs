@@ -4,14 +4,21 @@
 
 mod helpers;
 
+mod abuse;
 mod client;
+mod consistency;
+mod faults;
 mod forget;
 mod health;
+mod hostile;
 mod ingest;
 mod legacy;
 mod limits;
+mod operability;
 mod privacy;
 mod project;
+mod properties;
+mod retention;
 mod simulate;
 mod stats;
 mod stats_consistency;

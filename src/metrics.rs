@@ -1,0 +1,321 @@
+//! Operational metrics, rendered in the Prometheus text format at
+//! `GET /metrics`.
+//!
+//! Every label value is a fixed name chosen by the collector (an outcome, a
+//! validation rule name, a backend): nothing a client sends can become a
+//! label, so no address, identifier or free text can appear here.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::ingest::WriterState;
+
+/// Upper bounds of the batch size histogram (reports per transaction).
+pub const BATCH_SIZE_BUCKETS: &[f64] = &[
+    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0,
+];
+/// Upper bounds of the commit latency histogram, in seconds.
+pub const COMMIT_SECONDS_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A cumulative histogram with fixed bounds, updated without locks.
+#[derive(Debug)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    /// One count per bound plus the `+Inf` bucket (not cumulative here).
+    counts: Vec<AtomicU64>,
+    /// Sum of observations, as f64 bits.
+    sum: AtomicU64,
+}
+
+impl Histogram {
+    /// An empty histogram with the given upper bounds (ascending).
+    pub fn new(bounds: &'static [f64]) -> Histogram {
+        Histogram {
+            bounds,
+            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum: AtomicU64::new(0f64.to_bits()),
+        }
+    }
+
+    /// Records one observation.
+    pub fn observe(&self, value: f64) {
+        let i = self
+            .bounds
+            .iter()
+            .position(|b| value <= *b)
+            .unwrap_or(self.bounds.len());
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        let _ = self
+            .sum
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+                Some((f64::from_bits(bits) + value).to_bits())
+            });
+    }
+
+    /// Number of observations.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (bound, count) in self.bounds.iter().zip(&self.counts) {
+            cumulative += count.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        cumulative += self.counts[self.bounds.len()].load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+        let _ = writeln!(
+            out,
+            "{name}_sum {}",
+            f64::from_bits(self.sum.load(Ordering::Relaxed))
+        );
+        let _ = writeln!(out, "{name}_count {cumulative}");
+    }
+}
+
+/// What became of one report request. The names are the `outcome` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ReportOutcome {
+    /// Stored and counted (202).
+    Accepted,
+    /// Already stored under the same `report_id` (200).
+    Duplicate,
+    /// Refused by validation (400); see `anonstats_reports_rejected_total`.
+    Rejected,
+    /// Body over the size limit (413).
+    TooLarge,
+    /// Wrong content type or charset (415).
+    UnsupportedMediaType,
+    /// Body not received in time or unreadable (408/400).
+    BadRequest,
+    /// Refused by the per-source rate limit (429).
+    RateLimited,
+    /// Over the per-instance daily limit (429).
+    InstanceLimited,
+    /// The queue was full (503).
+    Overloaded,
+    /// The database was unavailable or the collector stopping (503).
+    Unavailable,
+}
+
+impl ReportOutcome {
+    const ALL: [ReportOutcome; 10] = [
+        ReportOutcome::Accepted,
+        ReportOutcome::Duplicate,
+        ReportOutcome::Rejected,
+        ReportOutcome::TooLarge,
+        ReportOutcome::UnsupportedMediaType,
+        ReportOutcome::BadRequest,
+        ReportOutcome::RateLimited,
+        ReportOutcome::InstanceLimited,
+        ReportOutcome::Overloaded,
+        ReportOutcome::Unavailable,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReportOutcome::Accepted => "accepted",
+            ReportOutcome::Duplicate => "duplicate",
+            ReportOutcome::Rejected => "rejected",
+            ReportOutcome::TooLarge => "too_large",
+            ReportOutcome::UnsupportedMediaType => "unsupported_media_type",
+            ReportOutcome::BadRequest => "bad_request",
+            ReportOutcome::RateLimited => "rate_limited",
+            ReportOutcome::InstanceLimited => "instance_limited",
+            ReportOutcome::Overloaded => "overloaded",
+            ReportOutcome::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// Counters of the request side; the writer's own figures live in
+/// [`WriterState`].
+#[derive(Debug)]
+pub struct Metrics {
+    outcomes: [AtomicU64; ReportOutcome::ALL.len()],
+    /// Rejections by validation rule. Keys are `&'static str` rule names
+    /// from the validation code, never client input.
+    rejected_by_rule: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            outcomes: std::array::from_fn(|_| AtomicU64::new(0)),
+            rejected_by_rule: Mutex::new(BTreeMap::new()),
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts one report request's outcome.
+    pub fn report(&self, outcome: ReportOutcome) {
+        let i = ReportOutcome::ALL
+            .iter()
+            .position(|o| *o == outcome)
+            .expect("listed");
+        self.outcomes[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a validation rejection by the rule of each violation.
+    pub fn rejected(&self, rules: impl IntoIterator<Item = &'static str>) {
+        self.report(ReportOutcome::Rejected);
+        let mut map = self
+            .rejected_by_rule
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for rule in rules {
+            *map.entry(rule).or_default() += 1;
+        }
+    }
+
+    /// Requests counted with `outcome` so far.
+    pub fn outcome_count(&self, outcome: ReportOutcome) -> u64 {
+        let i = ReportOutcome::ALL
+            .iter()
+            .position(|o| *o == outcome)
+            .expect("listed");
+        self.outcomes[i].load(Ordering::Relaxed)
+    }
+
+    /// The whole exposition, in the Prometheus text format 0.0.4.
+    pub fn render(&self, writer: &WriterState, extra: &Gauges) -> String {
+        let mut out = String::with_capacity(4096);
+        out.push_str(
+            "# HELP anonstats_reports_total Report requests by outcome.\n\
+             # TYPE anonstats_reports_total counter\n",
+        );
+        for (o, n) in ReportOutcome::ALL.iter().zip(&self.outcomes) {
+            let _ = writeln!(
+                out,
+                "anonstats_reports_total{{outcome=\"{}\"}} {}",
+                o.as_str(),
+                n.load(Ordering::Relaxed)
+            );
+        }
+        out.push_str(
+            "# HELP anonstats_reports_rejected_total Validation violations of refused reports, by rule.\n\
+             # TYPE anonstats_reports_rejected_total counter\n",
+        );
+        for (rule, n) in self
+            .rejected_by_rule
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "anonstats_reports_rejected_total{{rule=\"{rule}\"}} {n}"
+            );
+        }
+        writer.batch_size.render(
+            &mut out,
+            "anonstats_writer_batch_size",
+            "Reports per committed or failed transaction.",
+        );
+        writer.commit_seconds.render(
+            &mut out,
+            "anonstats_writer_commit_seconds",
+            "Time to write and commit one batch.",
+        );
+        let gauges: [(&str, &str, &str, f64); 8] = [
+            (
+                "anonstats_database_errors_total",
+                "counter",
+                "Failed database operations of the writer (connections and transactions).",
+                writer.database_errors() as f64,
+            ),
+            (
+                "anonstats_ingest_queue_depth",
+                "gauge",
+                "Reports waiting for the writer.",
+                writer.queue_depth() as f64,
+            ),
+            (
+                "anonstats_ingest_queue_capacity",
+                "gauge",
+                "Reports that may wait before new ones get 503.",
+                extra.queue_capacity as f64,
+            ),
+            (
+                "anonstats_writer_healthy",
+                "gauge",
+                "1 when the writer's last transaction committed.",
+                f64::from(u8::from(writer.healthy())),
+            ),
+            (
+                "anonstats_database_up",
+                "gauge",
+                "1 unless the writer currently considers the database unreachable.",
+                f64::from(u8::from(!writer.database_down())),
+            ),
+            (
+                "anonstats_rate_limit_sources",
+                "gauge",
+                "Sources currently tracked by the rate limiter.",
+                extra.rate_limit_sources as f64,
+            ),
+            (
+                "anonstats_instance_limit_instances",
+                "gauge",
+                "Instances tracked today by the per-instance daily limit.",
+                extra.limited_instances as f64,
+            ),
+            (
+                "anonstats_pruned_instances_total",
+                "counter",
+                "Instance snapshots deleted by automatic retention runs.",
+                extra.pruned_instances as f64,
+            ),
+        ];
+        for (name, kind, help, value) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            let _ = writeln!(out, "{name} {value}");
+        }
+        out
+    }
+}
+
+/// Point-in-time values owned by other parts of the collector.
+#[derive(Debug, Default, Clone)]
+pub struct Gauges {
+    pub queue_capacity: usize,
+    pub rate_limit_sources: usize,
+    pub limited_instances: usize,
+    pub pruned_instances: u64,
+}
+
+/// Seconds as f64, for latency histograms.
+pub fn seconds(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_is_cumulative() {
+        let h = Histogram::new(&[1.0, 10.0]);
+        h.observe(0.5);
+        h.observe(5.0);
+        h.observe(50.0);
+        let mut out = String::new();
+        h.render(&mut out, "x", "help");
+        assert!(out.contains("x_bucket{le=\"1\"} 1\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"10\"} 2\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"+Inf\"} 3\n"), "{out}");
+        assert!(out.contains("x_sum 55.5\n"), "{out}");
+        assert_eq!(h.count(), 3);
+    }
+}

@@ -1,0 +1,314 @@
+//! Abuse limits: per-source rate limit, per-instance daily limit, slow
+//! clients and connection bounds.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, TcpStream};
+use std::time::Duration;
+
+use anonstats::ratelimit::RateLimit;
+
+use crate::helpers::*;
+use crate::on_both_backends;
+
+/// A complete HTTP/1.1 POST of a v1 report, with extra header lines.
+fn report_request(report: &serde_json::Value, extra_headers: &str) -> Vec<u8> {
+    let body = report.to_string();
+    format!(
+        "POST /api/v1/reports HTTP/1.1\r\nHost: stats\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra_headers}\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn status_of(response: &str) -> u16 {
+    response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {response:?}"))
+}
+
+fn header_of<'a>(response: &'a str, name: &str) -> Option<&'a str> {
+    response.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+async fn post_from(app: &TestApp, source: &str, extra_headers: &str) -> String {
+    let request = report_request(&sample_report(), extra_headers);
+    let (port, source) = (app.port, ip(source));
+    actix_web::rt::task::spawn_blocking(move || raw_http(port, source, &request))
+        .await
+        .unwrap()
+}
+
+async fn source_over_its_rate_gets_429_with_retry_after(db: TestDb) {
+    let app = spawn_app_with(db, |c| c.limits.rate_limit = "3,burst=3".parse().unwrap()).await;
+    for _ in 0..3 {
+        assert_eq!(app.post_report(&sample_report()).await.status, 202);
+    }
+
+    let refused = app.post_report(&sample_report()).await;
+
+    assert_eq!(refused.status, 429, "{}", refused.text());
+    assert_eq!(
+        refused.header("content-type"),
+        Some("application/problem+json")
+    );
+    assert_eq!(refused.json()["type"], "urn:anonstats:problem:rate-limited");
+    let retry: u64 = refused.header("retry-after").unwrap().parse().unwrap();
+    assert!(
+        (1..=20).contains(&retry),
+        "3 per minute refills one token in 20 s"
+    );
+    assert_eq!(
+        app.db.reports("1 = 1"),
+        3,
+        "the refused report is not stored"
+    );
+    // The limit covers the legacy endpoint too, and nothing else.
+    let legacy = app
+        .post(
+            "/statistics/install.json",
+            "application/x-www-form-urlencoded",
+            b"InstallStatistic%5Bversion%5D=1.6.10".to_vec(),
+        )
+        .await;
+    assert_eq!(legacy.status, 429);
+    assert_eq!(app.get("/api/v1/catalog").await.status, 200);
+    let metrics = app.get("/metrics").await.text();
+    assert!(
+        metrics.contains("anonstats_reports_total{outcome=\"rate_limited\"} 2\n"),
+        "{metrics}"
+    );
+}
+on_both_backends!(source_over_its_rate_gets_429_with_retry_after);
+
+async fn each_source_has_its_own_bucket_and_forged_headers_do_not_help(db: TestDb) {
+    let app = spawn_app_with(db, |c| c.limits.rate_limit = "1,burst=1".parse().unwrap()).await;
+
+    assert_eq!(status_of(&post_from(&app, "127.0.0.2", "").await), 202);
+    // Forwarding headers from an untrusted peer are ignored: same bucket.
+    let forged = post_from(&app, "127.0.0.2", "X-Forwarded-For: 198.51.100.1\r\n").await;
+    assert_eq!(status_of(&forged), 429);
+    let forged = post_from(&app, "127.0.0.2", "Forwarded: for=198.51.100.2\r\n").await;
+    assert_eq!(status_of(&forged), 429);
+    // Loopback is not exempt, but another address has its own bucket.
+    assert_eq!(status_of(&post_from(&app, "127.0.0.3", "").await), 202);
+    assert_eq!(status_of(&post_from(&app, "127.0.0.3", "").await), 429);
+}
+on_both_backends!(each_source_has_its_own_bucket_and_forged_headers_do_not_help);
+
+async fn trusted_proxy_headers_name_the_source(db: TestDb) {
+    let app = spawn_app_with(db, |c| {
+        c.limits.rate_limit = "1,burst=1".parse().unwrap();
+        c.limits.trusted_proxies =
+            anonstats::ratelimit::parse_trusted_proxies("127.0.0.4").unwrap();
+    })
+    .await;
+
+    for client in ["198.51.100.1", "198.51.100.2", "2001:db8::1"] {
+        let reply = post_from(&app, "127.0.0.4", &format!("X-Forwarded-For: {client}\r\n")).await;
+        assert_eq!(status_of(&reply), 202, "{client}: {reply}");
+    }
+    let again = post_from(&app, "127.0.0.4", "X-Forwarded-For: 198.51.100.1\r\n").await;
+    assert_eq!(status_of(&again), 429);
+    // The same /64 is the same source.
+    let same64 = post_from(&app, "127.0.0.4", "X-Real-IP: 2001:db8::ffff\r\n").await;
+    assert_eq!(status_of(&same64), 429);
+    let rfc7239 = post_from(
+        &app,
+        "127.0.0.4",
+        "Forwarded: for=\"[2001:db8:0:1::5]:443\"\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&rfc7239), 202);
+}
+on_both_backends!(trusted_proxy_headers_name_the_source);
+
+async fn rate_limited_addresses_are_never_logged_or_stored(db: TestDb) {
+    let mut collector = CollectorProcess::start(
+        &db,
+        &["--rate-limit", "1,burst=1", "--trusted-proxy", "127.0.0.5"],
+        &[],
+    );
+    let port = collector.port;
+    let send = |source: &str, headers: &str| {
+        raw_http(port, ip(source), &report_request(&sample_report(), headers))
+    };
+    assert_eq!(
+        status_of(&send("127.77.66.55", "X-Forwarded-For: 203.0.113.199\r\n")),
+        202
+    );
+    let refused = send("127.77.66.55", "X-Forwarded-For: 203.0.113.199\r\n");
+    assert_eq!(status_of(&refused), 429);
+    assert!(header_of(&refused, "retry-after").is_some());
+    assert_eq!(
+        status_of(&send("127.0.0.5", "X-Forwarded-For: 198.51.100.211\r\n")),
+        202
+    );
+    let refused_behind_proxy = send("127.0.0.5", "X-Forwarded-For: 198.51.100.211\r\n");
+    assert_eq!(status_of(&refused_behind_proxy), 429);
+    collector.signal_and_wait("TERM");
+
+    let logs = collector.logs();
+    let raw = db.raw_bytes();
+    for address in ["127.77.66.55", "203.0.113.199", "198.51.100.211"] {
+        assert!(!logs.contains(address), "{address} logged");
+        assert!(!refused.contains(address) && !refused_behind_proxy.contains(address));
+        assert!(
+            !raw.windows(address.len()).any(|w| w == address.as_bytes()),
+            "{address} stored"
+        );
+    }
+    assert!(
+        logs.contains("\"status\":429"),
+        "the refusal is in the access log"
+    );
+}
+on_both_backends!(rate_limited_addresses_are_never_logged_or_stored);
+
+async fn instance_gets_a_daily_allowance(db: TestDb) {
+    let app = spawn_app_with(db, |c| c.limits.instance_daily_limit = 2).await;
+    let first = sample_report();
+    let same_instance = || {
+        let mut r = sample_report();
+        r["instance_id"] = first["instance_id"].clone();
+        r
+    };
+    assert_eq!(app.post_report(&first).await.status, 202);
+    // A duplicate is not counted, so it does not use up the allowance.
+    assert_eq!(app.post_report(&first).await.status, 200);
+    assert_eq!(app.post_report(&same_instance()).await.status, 202);
+
+    let refused = app.post_report(&same_instance()).await;
+
+    assert_eq!(refused.status, 429, "{}", refused.text());
+    assert_eq!(
+        refused.json()["type"],
+        "urn:anonstats:problem:instance-daily-limit"
+    );
+    let retry: u64 = refused.header("retry-after").unwrap().parse().unwrap();
+    assert!(retry <= 86_400, "retry at the next UTC day at the latest");
+    // Other instances and reports without instance are not affected.
+    assert_eq!(app.post_report(&sample_report()).await.status, 202);
+    let mut anonymous = sample_report();
+    anonymous.as_object_mut().unwrap().remove("instance_id");
+    assert_eq!(app.post_report(&anonymous).await.status, 202);
+    assert_eq!(app.db.reports("1 = 1"), 4);
+}
+on_both_backends!(instance_gets_a_daily_allowance);
+
+/// Reads until the server closes the connection (or 15 s pass) and returns
+/// what it sent.
+fn read_until_closed(stream: &mut TcpStream) -> (String, bool) {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let mut out = Vec::new();
+    let closed = match stream.read_to_end(&mut out) {
+        Ok(_) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    };
+    (String::from_utf8_lossy(&out).into_owned(), closed)
+}
+
+async fn slow_clients_cannot_hold_connections(db: TestDb) {
+    let app = spawn_app_with(db, |c| c.limits.request_timeout = Duration::from_secs(1)).await;
+    let port = app.port;
+    let (head_only, trickled_body) = actix_web::rt::task::spawn_blocking(move || {
+        // A request head that never ends.
+        let mut head = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        head.write_all(b"POST /api/v1/reports HTTP/1.1\r\nHost: stats\r\nX-Slow: ")
+            .unwrap();
+        let head_result = read_until_closed(&mut head);
+        // A complete head, then a body that stops halfway.
+        let mut body = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        body.write_all(
+            b"POST /api/v1/reports HTTP/1.1\r\nHost: stats\r\nContent-Type: application/json\r\nContent-Length: 400\r\n\r\n{\"schema_version\": 1,",
+        )
+        .unwrap();
+        (head_result, read_until_closed(&mut body))
+    })
+    .await
+    .unwrap();
+
+    assert!(
+        head_only.1,
+        "an unfinished head is cut off: {:?}",
+        head_only.0
+    );
+    assert!(
+        head_only.0.is_empty() || head_only.0.starts_with("HTTP/1.1 408"),
+        "{:?}",
+        head_only.0
+    );
+    assert!(trickled_body.1, "a trickled body is cut off");
+    assert!(
+        trickled_body.0.starts_with("HTTP/1.1 408"),
+        "{:?}",
+        trickled_body.0
+    );
+    assert_eq!(app.db.reports("1 = 1"), 0);
+    // The collector still serves.
+    assert_eq!(app.post_report(&sample_report()).await.status, 202);
+}
+on_both_backends!(slow_clients_cannot_hold_connections);
+
+async fn connections_beyond_the_maximum_wait(db: TestDb) {
+    let app = spawn_app_with(db, |c| {
+        c.workers = Some(1);
+        c.limits.max_connections = 1;
+        c.limits.keep_alive = Duration::from_secs(30);
+        c.limits.request_timeout = Duration::from_secs(30);
+    })
+    .await;
+    let port = app.port;
+    let (second_while_first_open, second_after_close) =
+        actix_web::rt::task::spawn_blocking(move || {
+            let get = b"GET /healthz HTTP/1.1\r\nHost: stats\r\n\r\n";
+            let mut first = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            first.write_all(get).unwrap();
+            let mut buf = [0u8; 512];
+            let n = first.read(&mut buf).unwrap();
+            assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+            // The first connection stays open (keep-alive): the second is
+            // not served while it does.
+            let mut second = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            second.write_all(get).unwrap();
+            second
+                .set_read_timeout(Some(Duration::from_millis(1500)))
+                .unwrap();
+            let waited = second.read(&mut buf).is_err();
+            drop(first);
+            second
+                .set_read_timeout(Some(Duration::from_secs(15)))
+                .unwrap();
+            let n = second.read(&mut buf).unwrap_or(0);
+            (waited, String::from_utf8_lossy(&buf[..n]).into_owned())
+        })
+        .await
+        .unwrap();
+
+    assert!(
+        second_while_first_open,
+        "a connection over the limit is not served"
+    );
+    assert!(
+        second_after_close.starts_with("HTTP/1.1 200"),
+        "{second_after_close:?}"
+    );
+}
+on_both_backends!(connections_beyond_the_maximum_wait);
+
+#[test]
+fn default_rate_limit_is_on() {
+    let limit = RateLimit::default();
+    assert!(limit.enabled());
+    assert_eq!(limit, "60".parse().unwrap());
+}

@@ -1,0 +1,676 @@
+//! Fault tests: crashes, shutdown, database outages, a full disk and two
+//! collectors on one database, all under load. The invariant throughout:
+//! every report answered with a 2xx is in the database, and a client that
+//! retries with the same `report_id` is never counted twice.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use serde_json::json;
+
+use crate::consistency::assert_aggregates_match_instances;
+use crate::helpers::*;
+
+/// Instances the load generator's reports come from (so that updates
+/// replace snapshots, and collectors contend for the same rows).
+const INSTANCES: usize = 40;
+/// Concurrent clients.
+const CLIENTS: usize = 4;
+
+/// One report as a client keeps it until it is acknowledged.
+#[derive(Debug, Clone)]
+struct Pending {
+    report_id: String,
+    event: &'static str,
+    body: String,
+}
+
+fn new_report(instance_ids: &[String]) -> Pending {
+    let mut rng = rand::rng();
+    let mut r = sample_report();
+    let report_id = r["report_id"].as_str().unwrap().to_owned();
+    r["instance_id"] = json!(instance_ids[rng.random_range(0..instance_ids.len())]);
+    r["counters"]["users"] = json!(rng.random_range(0..5000));
+    let event = if rng.random_bool(0.5) {
+        r["event"] = json!("install");
+        r.as_object_mut().unwrap().remove("previous_version");
+        "install"
+    } else {
+        "update"
+    };
+    Pending {
+        report_id,
+        event,
+        body: r.to_string(),
+    }
+}
+
+/// What a client was told about one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    Stored,
+    Refused { status: u16, retry_after: bool },
+    Lost,
+}
+
+/// POSTs one report over a fresh connection, as simple clients do.
+fn post(port: u16, body: &str) -> Answer {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return Answer::Lost;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(15)));
+    let request = format!(
+        "POST /api/v1/reports HTTP/1.1\r\nHost: stats\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    if stream.write_all(request.as_bytes()).is_err() {
+        return Answer::Lost;
+    }
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response);
+    let Some(status) = text.split(' ').nth(1).and_then(|s| s.parse::<u16>().ok()) else {
+        return Answer::Lost;
+    };
+    if (200..300).contains(&status) {
+        Answer::Stored
+    } else {
+        Answer::Refused {
+            status,
+            retry_after: text.to_ascii_lowercase().contains("\r\nretry-after:"),
+        }
+    }
+}
+
+/// Reports sent so far: acknowledged, and not yet acknowledged (to be
+/// retried with the same `report_id`).
+#[derive(Default)]
+struct Ledger {
+    acked: Vec<Pending>,
+    pending: Vec<Pending>,
+    /// 2xx answers to requests sent and answered inside the outage window.
+    forbidden_2xx: usize,
+    refused_without_retry_after: usize,
+    refused: usize,
+}
+
+/// Clients posting reports to whichever port `target` holds until stopped.
+struct Load {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    ledger: Arc<Mutex<Ledger>>,
+    /// When set: (start, end) of a window in which no request may get a 2xx.
+    outage: Arc<Mutex<(Option<Instant>, Option<Instant>)>>,
+}
+
+impl Load {
+    fn start(ports: Vec<u16>, instance_ids: Arc<Vec<String>>, ledger: Arc<Mutex<Ledger>>) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let forbid: Arc<Mutex<(Option<Instant>, Option<Instant>)>> =
+            Arc::new(Mutex::new((None, None)));
+        let threads = (0..CLIENTS)
+            .map(|i| {
+                let (stop, ledger, ids, ports, forbid) = (
+                    stop.clone(),
+                    ledger.clone(),
+                    instance_ids.clone(),
+                    ports.clone(),
+                    forbid.clone(),
+                );
+                std::thread::spawn(move || {
+                    let mut n = i;
+                    while !stop.load(Ordering::Relaxed) {
+                        let report = ledger
+                            .lock()
+                            .unwrap()
+                            .pending
+                            .pop()
+                            .unwrap_or_else(|| new_report(&ids));
+                        let sent_at = Instant::now();
+                        n += 1;
+                        let answer = post(ports[n % ports.len()], &report.body);
+                        let mut l = ledger.lock().unwrap();
+                        match answer {
+                            Answer::Stored => {
+                                let answered_at = Instant::now();
+                                let (start, end) = *forbid.lock().unwrap();
+                                if start.is_some_and(|t| sent_at > t)
+                                    && !matches!(end, Some(t) if answered_at >= t)
+                                {
+                                    l.forbidden_2xx += 1;
+                                }
+                                l.acked.push(report);
+                            }
+                            Answer::Refused {
+                                status,
+                                retry_after,
+                            } => {
+                                assert!(status == 503 || status == 500, "unexpected {status}");
+                                l.refused += 1;
+                                if !retry_after {
+                                    l.refused_without_retry_after += 1;
+                                }
+                                l.pending.push(report);
+                            }
+                            Answer::Lost => l.pending.push(report),
+                        }
+                        drop(l);
+                        if answer != Answer::Stored {
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            threads,
+            ledger,
+            outage: forbid,
+        }
+    }
+
+    fn stop(self) -> Arc<Mutex<Ledger>> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().expect("client thread");
+        }
+        self.ledger
+    }
+}
+
+fn instance_ids() -> Arc<Vec<String>> {
+    Arc::new(
+        (0..INSTANCES)
+            .map(|_| uuid::Uuid::new_v4().to_string())
+            .collect(),
+    )
+}
+
+/// Acknowledged reports per event.
+fn acked_per_event(ledger: &Ledger) -> BTreeMap<&'static str, i64> {
+    let mut out = BTreeMap::new();
+    for r in &ledger.acked {
+        *out.entry(r.event).or_default() += 1;
+    }
+    out
+}
+
+/// Every acknowledged report is stored: per event, stored >= acknowledged
+/// (reports stored whose answer was lost are still pending).
+fn assert_acked_are_stored(db: &TestDb, ledger: &Ledger, context: &str) {
+    let today = chrono::Utc::now().date_naive();
+    for (event, acked) in acked_per_event(ledger) {
+        let stored = db.reports(&format!("event = '{event}' AND day = '{today}'"));
+        assert!(
+            stored >= acked,
+            "{context}: {acked} {event} reports acknowledged, {stored} stored"
+        );
+    }
+}
+
+/// Retries every pending report against `port` until acknowledged, then
+/// checks that the stored counts equal the distinct reports exactly.
+fn settle_and_assert_exact(db: &TestDb, port: u16, ledger: &mut Ledger) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while let Some(report) = ledger.pending.pop() {
+        assert!(Instant::now() < deadline, "pending reports not accepted");
+        if post(port, &report.body) == Answer::Stored {
+            ledger.acked.push(report);
+        } else {
+            ledger.pending.push(report);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let distinct: HashSet<&str> = ledger.acked.iter().map(|r| r.report_id.as_str()).collect();
+    assert_eq!(
+        distinct.len(),
+        ledger.acked.len(),
+        "each report acknowledged once"
+    );
+    for (event, acked) in acked_per_event(ledger) {
+        assert_eq!(
+            db.reports(&format!("event = '{event}'")),
+            acked,
+            "{event}: stored counts equal acknowledged reports, none lost or doubled"
+        );
+    }
+    assert_eq!(db.count("seen_reports") as usize, distinct.len());
+    assert_aggregates_match_instances(db);
+}
+
+fn kill_9_under_load_loses_nothing(db: TestDb) {
+    const KILLS: usize = 10;
+    let ids = instance_ids();
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let mut rng = rand::rng();
+    let mut collector = CollectorProcess::start(&db, &[], &[]);
+    for round in 0..KILLS {
+        let load = Load::start(vec![collector.port], ids.clone(), ledger.clone());
+        std::thread::sleep(Duration::from_millis(rng.random_range(150..600)));
+
+        collector.child.kill().expect("SIGKILL");
+        collector.child.wait().unwrap();
+        let ledger_now = load.stop();
+
+        assert_acked_are_stored(
+            &db,
+            &ledger_now.lock().unwrap(),
+            &format!("after kill {}", round + 1),
+        );
+        collector = CollectorProcess::start(&db, &[], &[]);
+    }
+    let mut l = ledger.lock().unwrap();
+    println!(
+        "kill -9 x{KILLS} ({:?}): {} reports acknowledged, {} pending before retries",
+        db.backend,
+        l.acked.len(),
+        l.pending.len()
+    );
+    assert!(l.acked.len() >= 100, "the load reached the collector");
+    let port = collector.port;
+    settle_and_assert_exact(&db, port, &mut l);
+}
+
+#[test]
+fn kill_9_under_load_loses_nothing_sqlite() {
+    kill_9_under_load_loses_nothing(TestDb::new(Backend::Sqlite));
+}
+
+#[test]
+fn kill_9_under_load_loses_nothing_postgres() {
+    match TestDb::postgres() {
+        Some(db) => kill_9_under_load_loses_nothing(db),
+        None => skip_postgres("faults::kill_9_under_load_loses_nothing_postgres"),
+    }
+}
+
+fn sigterm_under_load_commits_everything_accepted(db: TestDb) {
+    let ids = instance_ids();
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let mut collector = CollectorProcess::start(&db, &[], &[]);
+    let load = Load::start(vec![collector.port], ids, ledger.clone());
+    std::thread::sleep(Duration::from_millis(800));
+
+    let status = collector.signal_and_wait("TERM");
+    let ledger = load.stop();
+
+    assert!(status.success(), "clean exit: {status:?}");
+    assert!(collector.logs().contains("anonstats collector stopped"));
+    let mut l = ledger.lock().unwrap();
+    assert_acked_are_stored(&db, &l, "after SIGTERM");
+    assert!(l.acked.len() >= 20, "the load reached the collector");
+    let restarted = CollectorProcess::start(&db, &[], &[]);
+    settle_and_assert_exact(&db, restarted.port, &mut l);
+}
+
+#[test]
+fn sigterm_under_load_commits_everything_accepted_sqlite() {
+    sigterm_under_load_commits_everything_accepted(TestDb::new(Backend::Sqlite));
+}
+
+#[test]
+fn sigterm_under_load_commits_everything_accepted_postgres() {
+    match TestDb::postgres() {
+        Some(db) => sigterm_under_load_commits_everything_accepted(db),
+        None => skip_postgres("faults::sigterm_under_load_commits_everything_accepted_postgres"),
+    }
+}
+
+/// A TCP relay between the collector and PostgreSQL that can cut every
+/// connection and refuse new ones, without touching the shared server.
+struct Relay {
+    port: u16,
+    cut: Arc<AtomicBool>,
+    open: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Relay {
+    fn start(upstream: String) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = Arc::new(AtomicBool::new(false));
+        let open: Arc<Mutex<Vec<TcpStream>>> = Arc::new(Mutex::new(Vec::new()));
+        let (c, o) = (cut.clone(), open.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if c.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                {
+                    let mut open = o.lock().unwrap();
+                    open.push(client.try_clone().unwrap());
+                    open.push(server.try_clone().unwrap());
+                }
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Relay { port, cut, open }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for s in self.open.lock().unwrap().drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+/// `host:port` of a PostgreSQL URL.
+fn authority(url: &str) -> String {
+    let rest = url.split_once("://").unwrap().1;
+    let host_port = rest.split(['/', '?']).next().unwrap();
+    let host_port = host_port.rsplit_once('@').map_or(host_port, |(_, h)| h);
+    if host_port.contains(':') {
+        host_port.to_owned()
+    } else {
+        format!("{host_port}:5432")
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn get_status(port: u16, path: &str) -> u16 {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: stats\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn postgres_outage_gets_fast_503s_and_recovers_without_restart() {
+    let Some(db) = TestDb::postgres() else {
+        return skip_postgres(
+            "faults::postgres_outage_gets_fast_503s_and_recovers_without_restart",
+        );
+    };
+    // Create the schema directly, then run the collector through the relay.
+    drop(anonstats::startup::prepare_database(&db.url, 1).unwrap());
+    let upstream = authority(&db.url);
+    let relay = Relay::start(upstream.clone());
+    let relayed_url = db
+        .url
+        .replacen(&upstream, &format!("127.0.0.1:{}", relay.port), 1);
+    assert_ne!(relayed_url, db.url);
+    let mut collector = CollectorProcess::start_url(&relayed_url, &[], &[]);
+    let port = collector.port;
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let load = Load::start(vec![port], instance_ids(), ledger.clone());
+    std::thread::sleep(Duration::from_millis(500));
+    let rss_before = rss_kib(collector.child.id());
+
+    relay.cut();
+    load.outage.lock().unwrap().0 = Some(Instant::now());
+    let mut slowest = Duration::ZERO;
+    let mut rss_max = rss_before;
+    let outage = Instant::now();
+    while outage.elapsed() < Duration::from_secs(3) {
+        let report = new_report(&["0d6a1b5e-8c1f-4f7a-9d0e-3b2c1a0f9e8d".to_owned()]);
+        let started = Instant::now();
+        let answer = post(port, &report.body);
+        slowest = slowest.max(started.elapsed());
+        assert_eq!(
+            answer,
+            Answer::Refused {
+                status: 503,
+                retry_after: true
+            },
+            "while PostgreSQL is unreachable"
+        );
+        ledger.lock().unwrap().pending.push(report);
+        rss_max = rss_max.max(rss_kib(collector.child.id()));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(get_status(port, "/readyz"), 503, "not ready while cut");
+    assert_eq!(get_status(port, "/healthz"), 200, "alive while cut");
+
+    load.outage.lock().unwrap().1 = Some(Instant::now());
+    relay.restore();
+    let back = Instant::now();
+    loop {
+        let report = new_report(&["0d6a1b5e-8c1f-4f7a-9d0e-3b2c1a0f9e8d".to_owned()]);
+        if post(port, &report.body) == Answer::Stored {
+            ledger.lock().unwrap().acked.push(report);
+            break;
+        }
+        ledger.lock().unwrap().pending.push(report);
+        assert!(
+            back.elapsed() < Duration::from_secs(20),
+            "did not resume by itself"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let resumed_after = back.elapsed();
+    let ledger = load.stop();
+    let mut l = ledger.lock().unwrap();
+    let metrics = {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: stats\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    };
+    println!(
+        "PostgreSQL outage: slowest 503 {slowest:?}, resumed {resumed_after:?} after restore, RSS {rss_before} -> max {rss_max} KiB, {} refused during the run",
+        l.refused
+    );
+    assert!(
+        slowest < Duration::from_secs(1),
+        "503 within a second (slowest {slowest:?})"
+    );
+    assert_eq!(
+        l.forbidden_2xx, 0,
+        "no 2xx for a request sent during the outage"
+    );
+    assert_eq!(
+        l.refused_without_retry_after, 0,
+        "every refusal says when to retry"
+    );
+    assert!(
+        rss_max < rss_before + 64 * 1024,
+        "memory stays bounded: {rss_before} -> {rss_max} KiB"
+    );
+    assert!(
+        !metrics.contains("anonstats_database_errors_total 0\n"),
+        "errors are counted"
+    );
+    settle_and_assert_exact(&db, port, &mut l);
+    collector.signal_and_wait("TERM");
+}
+
+/// A small tmpfs, unmounted when dropped.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(bytes: u64) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(SmallDisk { dir })
+    }
+
+    fn fill(&self) -> std::path::PathBuf {
+        let path = self.dir.path().join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0u8; 4096];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[test]
+fn full_disk_gets_5xx_without_corruption_and_recovers() {
+    let Some(disk) = SmallDisk::mount(4 * 1024 * 1024) else {
+        println!("skipped faults::full_disk_gets_5xx_without_corruption_and_recovers: mounting a tmpfs is not permitted here");
+        return;
+    };
+    let url = disk.dir.path().join("anonstats.db");
+    let url = url.to_string_lossy().into_owned();
+    let mut collector = CollectorProcess::start_url(&url, &[], &[]);
+    let port = collector.port;
+    let ids: Vec<String> = (0..2000)
+        .map(|_| uuid::Uuid::new_v4().to_string())
+        .collect();
+    let mut acked = 0i64;
+    for id in &ids[..20] {
+        assert_eq!(
+            post(port, &new_report(std::slice::from_ref(id)).body),
+            Answer::Stored
+        );
+        acked += 1;
+    }
+
+    let filler = disk.fill();
+    let mut refused = 0;
+    for id in &ids[20..] {
+        match post(port, &new_report(std::slice::from_ref(id)).body) {
+            Answer::Stored => acked += 1,
+            Answer::Refused {
+                status,
+                retry_after,
+            } => {
+                assert!((500..600).contains(&status), "{status}");
+                assert!(retry_after);
+                refused += 1;
+                if refused >= 20 {
+                    break;
+                }
+            }
+            Answer::Lost => panic!("the collector died: {}", collector.logs()),
+        }
+    }
+    assert!(refused > 0, "a full disk is answered with 5xx");
+    assert_eq!(get_status(port, "/healthz"), 200, "still alive");
+
+    std::fs::remove_file(filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if post(port, &new_report(&ids[..1]).body) == Answer::Stored {
+            acked += 1;
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "did not recover once space returned"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    collector.signal_and_wait("TERM");
+    let logs = collector.logs();
+    assert!(!logs.contains("panicked"), "no panic");
+
+    let mut conn = anonstats::db::Manager::new(&url).establish().unwrap();
+    #[derive(diesel::QueryableByName)]
+    struct Check {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        integrity_check: String,
+    }
+    use diesel::RunQueryDsl;
+    let check: Check = diesel::sql_query("PRAGMA integrity_check")
+        .get_result(&mut conn)
+        .unwrap();
+    assert_eq!(check.integrity_check, "ok");
+    let stored = scalar(
+        &mut conn,
+        "SELECT CAST(COALESCE(SUM(reports), 0) AS BIGINT) AS n FROM daily_events",
+    );
+    println!("full disk: {acked} acknowledged, {refused} refused, {stored} stored");
+    assert_eq!(
+        stored, acked,
+        "every acknowledged report stored, nothing else"
+    );
+}
+
+#[test]
+fn two_collectors_on_one_postgres_keep_exact_totals() {
+    let Some(db) = TestDb::postgres() else {
+        return skip_postgres("faults::two_collectors_on_one_postgres_keep_exact_totals");
+    };
+    drop(anonstats::startup::prepare_database(&db.url, 1).unwrap());
+    let first = CollectorProcess::start(&db, &[], &[]);
+    let second = CollectorProcess::start(&db, &[], &[]);
+    // Few instances: both collectors update the same snapshots at once.
+    let ids = Arc::new(
+        (0..8)
+            .map(|_| uuid::Uuid::new_v4().to_string())
+            .collect::<Vec<_>>(),
+    );
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let load = Load::start(vec![first.port, second.port], ids.clone(), ledger.clone());
+    std::thread::sleep(Duration::from_secs(3));
+    let ledger = load.stop();
+    let mut l = ledger.lock().unwrap();
+    println!(
+        "two collectors: {} acknowledged, {} refused",
+        l.acked.len(),
+        l.refused
+    );
+    assert!(l.acked.len() >= 100);
+    settle_and_assert_exact(&db, second.port, &mut l);
+    assert_eq!(db.count("instances"), ids.len() as i64);
+    for c in [&first, &second] {
+        let logs = c.logs();
+        assert!(!logs.contains("batch not stored"), "a batch failed: {logs}");
+    }
+}

@@ -1,0 +1,95 @@
+//! `GET /metrics` and readiness.
+
+use serde_json::json;
+
+use crate::helpers::*;
+use crate::on_both_backends;
+
+/// The value of one sample line (`name{labels} value`) of an exposition.
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| {
+        let (name, value) = l.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().ok()).flatten()
+    })
+}
+
+async fn metrics_count_outcomes_with_fixed_labels_only(db: TestDb) {
+    let app = spawn_app(db).await;
+    let report = sample_report();
+    let instance_id = report["instance_id"].as_str().unwrap().to_owned();
+    assert_eq!(app.post_report(&report).await.status, 202);
+    assert_eq!(app.post_report(&report).await.status, 200);
+    let mut bad = sample_report();
+    bad["colour"] = json!("blue");
+    bad["counters"]["users"] = json!(-1);
+    assert_eq!(app.post_report(&bad).await.status, 400);
+    assert_eq!(
+        app.post("/api/v1/reports", "text/plain", b"{}".to_vec())
+            .await
+            .status,
+        415
+    );
+
+    let reply = app.get("/metrics").await;
+
+    assert_eq!(reply.status, 200);
+    assert!(reply
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    let text = reply.text();
+    let get = |s: &str| sample(&text, s).unwrap_or_else(|| panic!("{s} missing:\n{text}"));
+    assert_eq!(get("anonstats_reports_total{outcome=\"accepted\"}"), 1.0);
+    assert_eq!(get("anonstats_reports_total{outcome=\"duplicate\"}"), 1.0);
+    assert_eq!(get("anonstats_reports_total{outcome=\"rejected\"}"), 1.0);
+    assert_eq!(
+        get("anonstats_reports_total{outcome=\"unsupported_media_type\"}"),
+        1.0
+    );
+    assert_eq!(
+        get("anonstats_reports_rejected_total{rule=\"unknown_field\"}"),
+        1.0
+    );
+    assert_eq!(
+        get("anonstats_reports_rejected_total{rule=\"minimum\"}"),
+        1.0
+    );
+    assert_eq!(
+        get("anonstats_writer_batch_size_count"),
+        2.0,
+        "two reports reached the writer"
+    );
+    assert_eq!(get("anonstats_writer_commit_seconds_count"), 2.0);
+    assert_eq!(get("anonstats_ingest_queue_depth"), 0.0);
+    assert_eq!(get("anonstats_database_errors_total"), 0.0);
+    assert_eq!(get("anonstats_database_up"), 1.0);
+    // Every label is one of a few fixed names with a fixed-vocabulary value.
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        if let Some(start) = line.find('{') {
+            let labels = &line[start + 1..line.find('}').unwrap()];
+            let (key, value) = labels.split_once('=').unwrap();
+            assert!(["outcome", "rule", "le"].contains(&key), "{line}");
+            assert!(
+                value
+                    .trim_matches('"')
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.+eInf".contains(c)),
+                "{line}"
+            );
+        }
+    }
+    assert!(!text.contains(&instance_id));
+    assert!(!text.contains("colour") && !text.contains("blue"));
+}
+on_both_backends!(metrics_count_outcomes_with_fixed_labels_only);
+
+async fn readiness_reports_queue_and_writer(db: TestDb) {
+    let app = spawn_app(db).await;
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status, 200);
+    let body = ready.json();
+    assert_eq!(body["writer"], true);
+    assert_eq!(body["queue_depth"], 0);
+    assert!(body["queue_capacity"].as_u64().unwrap() > 0);
+}
+on_both_backends!(readiness_reports_queue_and_writer);

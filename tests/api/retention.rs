@@ -1,0 +1,185 @@
+//! Retention: `anonstats prune` and the periodic run inside `serve`.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anonstats::anonymize::{anonymize, Pseudonymizer};
+use anonstats::catalog::Catalog;
+use anonstats::startup::prepare_database;
+use anonstats::store;
+use anonstats::validation::parse_v1;
+use chrono::{Days, NaiveDate, Utc};
+use serde_json::json;
+
+use crate::consistency::assert_aggregates_match_instances;
+use crate::helpers::*;
+use crate::on_both_backends;
+
+fn days_ago(n: u64) -> NaiveDate {
+    Utc::now().date_naive() - Days::new(n)
+}
+
+/// Stores reports as if received on the given days, through the same
+/// anonymisation and store code as the collector.
+fn store_reports_on(db: &TestDb, reports: &[(serde_json::Value, NaiveDate)]) {
+    let pool = prepare_database(&db.url, 2).expect("migrate");
+    let mut conn = pool.get().unwrap();
+    let secret = store::get_or_insert_setting(
+        &mut conn,
+        store::SECRET_SETTING,
+        &anonstats::anonymize::generate_secret(),
+    )
+    .unwrap();
+    let p = Pseudonymizer::new(secret.as_bytes());
+    let catalog = Catalog::builtin();
+    let records: Vec<_> = reports
+        .iter()
+        .map(|(r, day)| {
+            anonymize(
+                parse_v1(r.to_string().as_bytes(), &catalog).unwrap(),
+                &p,
+                *day,
+            )
+        })
+        .collect();
+    for r in records {
+        store::write_batch(&mut conn, std::slice::from_ref(&r)).unwrap();
+    }
+}
+
+fn instance_report(users: i64) -> serde_json::Value {
+    let mut r = sample_report();
+    r["counters"]["users"] = json!(users);
+    r
+}
+
+fn run_prune(db: &TestDb, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_anonstats"))
+        .args(["prune", "--database", &db.url])
+        .args(args)
+        .output()
+        .expect("run anonstats prune");
+    assert!(
+        out.status.success(),
+        "prune failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+async fn prune_deletes_old_snapshots_and_their_aggregates_but_keeps_event_counts(db: TestDb) {
+    let stale = instance_report(7);
+    let also_stale = instance_report(1500);
+    let recent = instance_report(42);
+    store_reports_on(
+        &db,
+        &[
+            (stale.clone(), days_ago(500)),
+            (also_stale, days_ago(401)),
+            (recent.clone(), days_ago(10)),
+        ],
+    );
+    let events_before = db.reports("1 = 1");
+    assert_eq!(db.count("instances"), 3);
+
+    let summary = run_prune(&db, &[]);
+
+    assert!(summary.contains("pruned 2 instances"), "{summary}");
+    assert_eq!(
+        db.count("instances"),
+        1,
+        "only the instance seen 10 days ago stays"
+    );
+    assert_eq!(db.reports("1 = 1"), events_before, "event counts are kept");
+    assert_aggregates_match_instances(&db);
+    let mut conn = db.conn();
+    assert_eq!(
+        scalar(
+            &mut conn,
+            "SELECT COUNT(*) AS n FROM instance_values WHERE instances = 0"
+        ),
+        0,
+        "rows that reached zero are deleted"
+    );
+    assert_eq!(
+        scalar(&mut conn, "SELECT CAST(COALESCE(SUM(total), 0) AS BIGINT) AS n FROM instance_counters WHERE counter = 'users'"),
+        42
+    );
+    // The two reports 401 and 500 days old had their dedupe keys deleted
+    // (default window 30 days); the recent one is still a duplicate.
+    assert_eq!(db.count("seen_reports"), 1);
+    // A pruned instance that reports again is counted as new.
+    let app = spawn_app(db).await;
+    let mut back = sample_report();
+    back["instance_id"] = stale["instance_id"].clone();
+    assert_eq!(app.post_report(&back).await.status, 202);
+    assert_eq!(app.post_report(&recent).await.status, 200);
+    assert_eq!(app.db.count("instances"), 2);
+    assert_aggregates_match_instances(&app.db);
+}
+on_both_backends!(prune_deletes_old_snapshots_and_their_aggregates_but_keeps_event_counts);
+
+async fn prune_honours_its_flags(db: TestDb) {
+    store_reports_on(
+        &db,
+        &[
+            (instance_report(1), days_ago(20)),
+            (instance_report(2), days_ago(9)),
+            (instance_report(3), days_ago(2)),
+        ],
+    );
+
+    let summary = run_prune(&db, &["--retain-days", "5", "--dedupe-days", "8"]);
+
+    assert!(
+        summary.contains("pruned 2 instances, 2 dedupe keys"),
+        "{summary}"
+    );
+    assert_eq!(db.count("instances"), 1);
+    assert_eq!(db.count("seen_reports"), 1);
+    assert_aggregates_match_instances(&db);
+    let refused = Command::new(env!("CARGO_BIN_EXE_anonstats"))
+        .args(["prune", "--database", &db.url, "--dedupe-days", "3"])
+        .output()
+        .unwrap();
+    assert!(
+        !refused.status.success(),
+        "a dedupe window under 7 days is refused"
+    );
+}
+on_both_backends!(prune_honours_its_flags);
+
+async fn serve_prunes_periodically(db: TestDb) {
+    store_reports_on(
+        &db,
+        &[
+            (instance_report(1), days_ago(50)),
+            (instance_report(2), days_ago(1)),
+        ],
+    );
+    let collector = CollectorProcess::start(&db, &["--retain-days", "30"], &[]);
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while db.count("instances") != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "no retention run: {}",
+            collector.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_aggregates_match_instances(&db);
+    drop(collector);
+
+    // With the interval at 0 nothing is pruned by serve.
+    store_reports_on(&db, &[(instance_report(3), days_ago(60))]);
+    let mut collector = CollectorProcess::start(
+        &db,
+        &["--retain-days", "30", "--prune-interval-hours", "0"],
+        &[],
+    );
+    collector.signal_and_wait("TERM");
+    assert_eq!(db.count("instances"), 2);
+    assert!(!collector.logs().contains("retention run finished"));
+}
+on_both_backends!(serve_prunes_periodically);
