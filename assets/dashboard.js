@@ -45,7 +45,9 @@
 
   const fmt = new Intl.NumberFormat("en");
   const fmt1 = new Intl.NumberFormat("en", { maximumFractionDigits: 1 });
-  const pct = (share) => fmt1.format(share * 100) + "%";
+  const pct = (share) => (share === null || share === undefined ? "–" : fmt1.format(share * 100) + "%");
+  // Figures the server withholds (k-anonymity) arrive as null.
+  const num = (v, f) => (v === null || v === undefined ? "–" : (f || fmt).format(v));
 
   // ---------- API ----------
 
@@ -54,7 +56,7 @@
   }
 
   /// A sentence about groups hidden by k-anonymity, or "".
-  function suppressionNote(resp) {
+  function suppressionNote(resp, unit) {
     if (!resp || Array.isArray(resp)) return "";
     const s = resp.suppressed || {};
     const folded = s.folded || 0;
@@ -64,7 +66,7 @@
     if (folded) parts.push(`${fmt.format(folded)} group${folded > 1 ? "s" : ""} folded into "other"`);
     if (omitted) parts.push(`${fmt.format(omitted)} left out`);
     if (!parts.length) return "";
-    return `${parts.join(", ")}: each backed by fewer than ${k} ${resp.unit || "installs"} (k-anonymity).`;
+    return `${parts.join(", ")}: each backed by fewer than ${k} ${unit || "installs"} (k-anonymity).`;
   }
 
   async function api(path, params) {
@@ -101,17 +103,19 @@
       container.append(el("p", { class: "empty" }, "No data in this window (or every group was below k)."));
       return;
     }
-    const labelWidth = opts.labelWidth || 110;
-    const valueWidth = 90;
-    const width = 560;
+    // Drawn at the container's pixel width, so that text keeps its size.
+    const width = Math.max(280, container.clientWidth || 560);
+    const longest = Math.max(...rows.map((r) => String(r.key).length));
+    const labelWidth = Math.min(opts.labelWidth || 220, 12 + longest * 6.6);
+    const valueWidth = 110;
     const rowH = 22;
     const height = rows.length * rowH + 4;
-    const max = Math.max(...rows.map((r) => r.value), opts.max || 0) || 1;
+    const max = Math.max(...rows.map((r) => r.value || 0), opts.max || 0) || 1;
     const plot = width - labelWidth - valueWidth;
     const root = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": opts.title, "data-chart": opts.id });
     rows.forEach((r, i) => {
       const y = i * rowH + 2;
-      const w = Math.max(1, (r.value / max) * plot);
+      const w = Math.max(1, ((r.value || 0) / max) * plot);
       root.append(
         svg("text", { x: labelWidth - 6, y: y + 14, "text-anchor": "end", class: "label" }, r.key),
         svg(
@@ -141,7 +145,7 @@
     for (const r of rows) {
       if (series[r.event]) series[r.event].set(r.period, (series[r.event].get(r.period) || 0) + r.reports);
     }
-    const width = 1100, height = 260, left = 48, right = 12, top = 10, bottom = 28;
+    const width = Math.max(400, container.clientWidth || 1100), height = 260, left = 48, right = 12, top = 10, bottom = 28;
     const max = Math.max(1, ...periods.map((p) => Math.max(series.install.get(p) || 0, series.update.get(p) || 0)));
     const x = (i) => left + (periods.length === 1 ? (width - left - right) / 2 : (i * (width - left - right)) / (periods.length - 1));
     const y = (v) => top + (height - top - bottom) * (1 - v / max);
@@ -176,9 +180,10 @@
   }
 
   /// A counter's histogram plus its figures.
-  function counterBlock(row) {
+  function counterBlock(grid, row) {
     const block = el("div", { class: "chart", "data-counter": row.counter });
-    block.append(el("h3", {}, row.counter, el("small", {}, `${fmt.format(row.instances)} installs`)));
+    grid.append(block);
+    block.append(el("h3", {}, row.counter, el("small", {}, `${num(row.instances)} installs`)));
     const buckets = (row.histogram || []).map((b) => ({
       key: b.bucket ?? b.range ?? b.label,
       value: b.instances ?? b.count ?? 0,
@@ -186,16 +191,16 @@
       other: false,
     }));
     const chart = el("div", {});
-    barChart(chart, buckets, { id: `counter-${row.counter}`, title: `${row.counter} histogram`, labelWidth: 90 });
+    block.append(chart);
+    barChart(chart, buckets, { id: `counter-${row.counter}`, title: `${row.counter} histogram` });
     const stats = el("table", { class: "stats", "data-counter-stats": row.counter },
       el("tr", {}, ...["total", "mean", "p50", "p90"].map((h) => el("th", {}, h))),
       el("tr", {},
-        el("td", { "data-stat": "total", "data-value": row.total }, fmt.format(row.total)),
-        el("td", { "data-stat": "mean", "data-value": row.mean }, fmt1.format(row.mean)),
-        el("td", { "data-stat": "p50", "data-value": row.p50 }, fmt1.format(row.p50)),
-        el("td", { "data-stat": "p90", "data-value": row.p90 }, fmt1.format(row.p90))));
-    block.append(chart, stats);
-    return block;
+        el("td", { "data-stat": "total", "data-value": row.total }, num(row.total)),
+        el("td", { "data-stat": "mean", "data-value": row.mean }, num(row.mean, fmt1)),
+        el("td", { "data-stat": "p50", "data-value": row.p50 }, num(row.p50)),
+        el("td", { "data-stat": "p90", "data-value": row.p90 }, num(row.p90))));
+    block.append(stats);
   }
 
   // ---------- page ----------
@@ -215,18 +220,18 @@
   }
 
   function card(label, value, key) {
-    return el("div", { class: "card" }, el("div", { class: "value", "data-summary": key, "data-value": value }, fmt.format(value)), el("div", { class: "label" }, label));
+    return el("div", { class: "card" }, el("div", { class: "value", "data-summary": key, "data-value": value }, num(value)), el("div", { class: "label" }, label));
   }
 
-  function note(id, resp) {
-    document.getElementById(id).textContent = suppressionNote(resp);
+  function note(id, resp, unit) {
+    document.getElementById(id).textContent = suppressionNote(resp, unit);
   }
 
   function shareRows(rows, keyField) {
     return rows.map((r) => ({
       key: r[keyField],
       value: r.instances,
-      label: `${fmt.format(r.instances)} · ${pct(r.share)}`,
+      label: `${num(r.instances)} · ${pct(r.share)}`,
       other: r[keyField] === "other",
     }));
   }
@@ -260,14 +265,14 @@
         "Figures come from anonymised aggregates; no install can be seen on its own.";
 
       eventsChart(document.getElementById("chart-events"), rowsOf(events), state.interval);
-      note("note-events", events);
+      note("note-events", events, "reports");
 
       barChart(document.getElementById("chart-versions"), shareRows(rowsOf(versions), "version"), { id: "versions", title: "Versions" });
       note("note-versions", versions);
 
       barChart(
         document.getElementById("chart-features"),
-        rowsOf(features).map((r) => ({ key: r.feature, value: r.share, label: `${pct(r.share)} · ${fmt.format(r.enabled)} of ${fmt.format(r.instances)}` })),
+        rowsOf(features).map((r) => ({ key: r.feature, value: r.share, label: `${pct(r.share)} · ${num(r.enabled)} of ${num(r.instances)}` })),
         { id: "features", title: "Feature adoption", max: 1 }
       );
       note("note-features", features);
@@ -275,15 +280,16 @@
       const attrGrid = document.getElementById("attributes");
       attrGrid.replaceChildren();
       Object.keys(product.attributes).forEach((name, i) => {
-        const block = el("div", { class: "chart" }, el("h3", {}, name));
         const chart = el("div", {});
-        barChart(chart, shareRows(rowsOf(attributes[i]), "value"), { id: `attribute-${name}`, title: name, labelWidth: 100 });
-        block.append(chart, el("p", { class: "note" }, suppressionNote(attributes[i])));
+        const block = el("div", { class: "chart" }, el("h3", {}, name), chart);
         attrGrid.append(block);
+        barChart(chart, shareRows(rowsOf(attributes[i]), "value"), { id: `attribute-${name}`, title: name });
+        block.append(el("p", { class: "note" }, suppressionNote(attributes[i])));
       });
 
       const counterGrid = document.getElementById("counters");
-      counterGrid.replaceChildren(...rowsOf(counters).map(counterBlock));
+      counterGrid.replaceChildren();
+      for (const row of rowsOf(counters)) counterBlock(counterGrid, row);
       if (!rowsOf(counters).length) counterGrid.append(el("p", { class: "empty" }, "No counters to show."));
       const cn = suppressionNote(counters);
       if (cn) counterGrid.append(el("p", { class: "note" }, cn));
@@ -291,9 +297,9 @@
       barChart(
         document.getElementById("chart-upgrades"),
         rowsOf(upgrades).map((r) => ({ key: `${r.from} → ${r.to}`, value: r.reports, label: fmt.format(r.reports), other: r.from === "other" })),
-        { id: "upgrades", title: "Upgrade paths", labelWidth: 170 }
+        { id: "upgrades", title: "Upgrade paths" }
       );
-      note("note-upgrades", upgrades);
+      note("note-upgrades", upgrades, "reports");
 
       status.textContent = `${p.product} · ${p.from || "…"} to ${p.to || "today"} · k = ${summary.k}`;
     } catch (e) {
@@ -343,6 +349,11 @@
       });
     }
     await render();
+    let resizeTimer;
+    window.addEventListener("resize", () => {
+      clearTimeout(resizeTimer);
+      resizeTimer = setTimeout(render, 250);
+    });
   }
 
   start().catch((e) => {

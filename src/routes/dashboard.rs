@@ -1,48 +1,127 @@
-//! The dashboard: one page and its two assets, embedded in the binary (no
-//! CDN, works offline). The page reads the stats API of the same origin.
+//! The dashboard: one page and its assets, embedded in the binary (no CDN,
+//! works offline). The page reads the stats API of the same origin.
+//!
+//! When a stats token is configured, `GET /` shows a sign-in form instead;
+//! `POST /signin` checks the token and keeps it in an HttpOnly cookie, which
+//! the stats API accepts; `POST /signout` removes it.
 
+use actix_web::cookie::{Cookie, SameSite};
 use actix_web::http::header;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+
+use super::stats::TOKEN_COOKIE;
+use crate::startup::AppState;
 
 const PAGE: &str = include_str!("../../assets/dashboard.html");
+const SIGN_IN: &str = include_str!("../../assets/signin.html");
 const SCRIPT: &str = include_str!("../../assets/dashboard.js");
 const STYLE: &str = include_str!("../../assets/dashboard.css");
 
 /// Only this origin's scripts, styles and API; no inline code, no framing.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-fn asset(content_type: &str, body: &'static str) -> HttpResponse {
-    HttpResponse::Ok()
-        .insert_header((header::CONTENT_TYPE, content_type))
-        .insert_header((header::CACHE_CONTROL, "no-cache"))
-        .insert_header(("X-Content-Type-Options", "nosniff"))
+fn html(status: actix_web::http::StatusCode, body: String) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header((header::CONTENT_TYPE, "text/html; charset=utf-8"))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((header::CONTENT_SECURITY_POLICY, CSP))
+        .insert_header((header::REFERRER_POLICY, "no-referrer"))
+        .insert_header((header::X_FRAME_OPTIONS, "DENY"))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .body(body)
 }
 
-/// `GET /`: the dashboard page.
-pub async fn page() -> HttpResponse {
-    let mut response = asset("text/html; charset=utf-8", PAGE);
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        header::HeaderValue::from_static(CSP),
-    );
-    headers.insert(
-        header::REFERRER_POLICY,
-        header::HeaderValue::from_static("no-referrer"),
-    );
-    headers.insert(
-        header::X_FRAME_OPTIONS,
-        header::HeaderValue::from_static("DENY"),
-    );
+fn signed_in(req: &HttpRequest, state: &AppState) -> bool {
+    match &state.stats.token {
+        None => true,
+        Some(token) => req
+            .cookie(TOKEN_COOKIE)
+            .is_some_and(|c| token.matches(c.value())),
+    }
+}
+
+fn sign_in_page(status: actix_web::http::StatusCode, error: bool) -> HttpResponse {
+    let message = if error {
+        r#"<p class="error" role="alert">That is not the stats token.</p>"#
+    } else {
+        ""
+    };
+    html(status, SIGN_IN.replace("<!--error-->", message))
+}
+
+/// `GET /`: the dashboard, or the sign-in form when a token is required and
+/// the browser has not presented it.
+pub async fn page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    if signed_in(&req, &state) {
+        let sign_out = if state.stats.token.is_some() {
+            r#"<form method="post" action="/signout" class="signout"><button type="submit">Sign out</button></form>"#
+        } else {
+            ""
+        };
+        html(
+            actix_web::http::StatusCode::OK,
+            PAGE.replace("<!--signout-->", sign_out),
+        )
+    } else {
+        sign_in_page(actix_web::http::StatusCode::OK, false)
+    }
+}
+
+#[derive(Deserialize)]
+pub struct SignIn {
+    token: String,
+}
+
+/// `POST /signin`: keeps a correct token in an HttpOnly cookie.
+pub async fn sign_in(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    form: web::Form<SignIn>,
+) -> HttpResponse {
+    let Some(token) = &state.stats.token else {
+        return see_other("/");
+    };
+    if !token.matches(&form.token) {
+        return sign_in_page(actix_web::http::StatusCode::UNAUTHORIZED, true);
+    }
+    let cookie = Cookie::build(TOKEN_COOKIE, form.token.clone())
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .secure(req.connection_info().scheme() == "https")
+        .finish();
+    let mut response = see_other("/");
+    let _ = response.add_cookie(&cookie);
     response
+}
+
+/// `POST /signout`: forgets the token cookie.
+pub async fn sign_out() -> HttpResponse {
+    let mut response = see_other("/");
+    let mut cookie = Cookie::build(TOKEN_COOKIE, "").path("/").finish();
+    cookie.make_removal();
+    let _ = response.add_cookie(&cookie);
+    response
+}
+
+fn see_other(location: &str) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, location))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .finish()
 }
 
 /// `GET /assets/dashboard.js` and `GET /assets/dashboard.css`.
 pub async fn static_asset(name: web::Path<String>) -> HttpResponse {
-    match name.as_str() {
-        "dashboard.js" => asset("text/javascript; charset=utf-8", SCRIPT),
-        "dashboard.css" => asset("text/css; charset=utf-8", STYLE),
-        _ => super::not_found().await,
-    }
+    let (content_type, body) = match name.as_str() {
+        "dashboard.js" => ("text/javascript; charset=utf-8", SCRIPT),
+        "dashboard.css" => ("text/css; charset=utf-8", STYLE),
+        _ => return super::not_found().await,
+    };
+    HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, content_type))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .body(body)
 }

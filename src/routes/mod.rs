@@ -31,6 +31,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/api/v1/catalog", web::get().to(catalog::get_catalog))
     .route("/", web::get().to(dashboard::page))
     .route("/assets/{name}", web::get().to(dashboard::static_asset))
+    .route("/signin", web::post().to(dashboard::sign_in))
+    .route("/signout", web::post().to(dashboard::sign_out))
     .service(
         web::resource("/api/v1/instances/{instance_id}")
             .route(web::delete().to(instances::delete_instance))
