@@ -7,6 +7,7 @@ mod helpers;
 mod abuse;
 mod client;
 mod consistency;
+mod dashboard;
 mod faults;
 mod forget;
 mod health;
