@@ -414,7 +414,8 @@ impl TestApp {
     }
 }
 
-async fn read_reply<S>(mut res: awc::ClientResponse<S>) -> Reply
+/// Reads a whole response (up to 4 MiB).
+pub async fn read_reply<S>(mut res: awc::ClientResponse<S>) -> Reply
 where
     S: futures_util::Stream<Item = Result<actix_web::web::Bytes, awc::error::PayloadError>> + Unpin,
 {
@@ -424,7 +425,7 @@ where
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
         .collect();
-    let body = res.body().limit(1 << 20).await.expect("read body").to_vec();
+    let body = res.body().limit(1 << 22).await.expect("read body").to_vec();
     Reply {
         status,
         headers,

@@ -114,19 +114,7 @@ pub async fn get_with(app: &TestApp, path: &str, headers: &[(&str, &str)]) -> Re
     for (k, v) in headers {
         req = req.insert_header((*k, *v));
     }
-    let mut res = req.send().await.expect("request sent");
-    let status = res.status().as_u16();
-    let headers = res
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
-        .collect();
-    let body = res.body().limit(1 << 22).await.expect("read body").to_vec();
-    Reply {
-        status,
-        headers,
-        body,
-    }
+    read_reply(req.send().await.expect("request sent")).await
 }
 
 /// GETs a stats path and returns its JSON, asserting 200.
