@@ -215,11 +215,14 @@ impl Contract {
             if h["required"] == true {
                 assert!(value.is_some(), "{what}: header {name} missing");
             }
-            if let (Some(value), Some("integer")) = (value, h["schema"]["type"].as_str()) {
-                let n: i64 = value
-                    .parse()
-                    .unwrap_or_else(|_| panic!("{what}: header {name}: {value:?}"));
-                self.validate(&format!("{header}/schema"), &json!(n))
+            if let Some(value) = value {
+                let typed = match h["schema"]["type"].as_str() {
+                    Some("integer") => json!(value
+                        .parse::<i64>()
+                        .unwrap_or_else(|_| panic!("{what}: header {name}: {value:?}"))),
+                    _ => json!(value),
+                };
+                self.validate(&format!("{header}/schema"), &typed)
                     .unwrap_or_else(|e| panic!("{what}: header {name}: {e}"));
             }
         }
@@ -515,11 +518,17 @@ fn take_database_away(db: &TestDb) -> anonstats::db::DbConn {
             let name = db.url.rsplit('/').next().unwrap().to_owned();
             let admin = std::env::var(POSTGRES_ENV).unwrap();
             let mut admin = anonstats::db::Manager::new(&admin).establish().unwrap();
-            admin
-                .batch_execute(&format!(
+            // The collector may reconnect between the two statements.
+            for attempt in 1.. {
+                let renamed = admin.batch_execute(&format!(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'; ALTER DATABASE {name} RENAME TO {name}_gone"
-                ))
-                .unwrap();
+                ));
+                match renamed {
+                    Ok(()) => break,
+                    Err(e) if attempt >= 10 => panic!("cannot take {name} away: {e}"),
+                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
             admin
         }
     }
