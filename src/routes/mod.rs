@@ -6,6 +6,7 @@ mod dashboard;
 mod health;
 mod instances;
 mod metrics;
+mod openapi;
 mod reports;
 mod stats;
 
@@ -29,6 +30,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .default_service(web::to(method_not_allowed)),
     )
     .route("/api/v1/catalog", web::get().to(catalog::get_catalog))
+    .route("/api/v1/openapi.json", web::get().to(openapi::get_openapi))
     .route("/", web::get().to(dashboard::page))
     .route("/assets/{name}", web::get().to(dashboard::static_asset))
     .route("/signin", web::post().to(dashboard::sign_in))

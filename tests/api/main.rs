@@ -15,6 +15,7 @@ mod hostile;
 mod ingest;
 mod legacy;
 mod limits;
+mod openapi;
 mod operability;
 mod privacy;
 mod project;
