@@ -39,6 +39,8 @@ const SERVED: &[(&str, &str)] = &[
     ("get", "/metrics"),
     ("get", "/"),
     ("get", "/assets/{name}"),
+    ("post", "/signin"),
+    ("post", "/signout"),
 ];
 
 const STATS_ROUTES: &[&str] = &[
@@ -226,6 +228,11 @@ impl Contract {
                     .unwrap_or_else(|e| panic!("{what}: header {name}: {e}"));
             }
         }
+        if doc.get("content").is_none() {
+            // Documented as bodiless (a redirect): the answer must be too.
+            assert!(seen.reply.body.is_empty(), "{what}: undocumented body");
+            return;
+        }
         let content_type = seen.reply.header("content-type").unwrap_or("");
         let essence = content_type
             .split(';')
@@ -290,7 +297,12 @@ async fn request(
     body: Option<(&str, Vec<u8>)>,
 ) -> Reply {
     let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
-    let mut req = app.client.request(method, format!("{}{path}", app.address));
+    // Redirects are answers to check, not to follow.
+    let client = awc::Client::builder()
+        .disable_redirects()
+        .timeout(Duration::from_secs(30))
+        .finish();
+    let mut req = client.request(method, format!("{}{path}", app.address));
     for (k, v) in headers {
         req = req.insert_header((*k, *v));
     }
@@ -801,6 +813,27 @@ async fn every_documented_status_is_reached_and_matches_its_schema(db: TestDb) {
         let r = request(&app, "get", path, &[("Authorization", &bearer)], None).await;
         seen.add("get", route, "bearer token", r);
     }
+    let form = "application/x-www-form-urlencoded";
+    let r = request(
+        &app,
+        "post",
+        "/signin",
+        &[],
+        Some((form, b"token=wrong".to_vec())),
+    )
+    .await;
+    seen.add("post", "/signin", "wrong token", r);
+    let r = request(
+        &app,
+        "post",
+        "/signin",
+        &[],
+        Some((form, format!("token={token}").into_bytes())),
+    )
+    .await;
+    seen.add("post", "/signin", "right token", r);
+    let r = request(&app, "post", "/signout", &[], None).await;
+    seen.add("post", "/signout", "sign out", r);
     app.stop().await;
 
     // Bodies that do not arrive in time.
