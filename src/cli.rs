@@ -35,6 +35,12 @@ pub enum Command {
     Serve(ServeArgs),
     /// Apply pending database migrations and exit.
     Migrate(DatabaseArgs),
+    /// Measure ingest rate, latency, overload, stats endpoints and disk use
+    /// (see docs/performance.md).
+    Bench(crate::bench::BenchArgs),
+    /// The benchmark's baseline server (started by `bench`).
+    #[command(hide = true)]
+    BenchBaseline(crate::bench::baseline::BaselineArgs),
 }
 
 /// Where the data lives.
@@ -127,5 +133,7 @@ pub fn main() -> anyhow::Result<()> {
             eprintln!("migrations applied to {}", crate::db::redact_url(&url));
             Ok(())
         }
+        Command::Bench(args) => crate::bench::run(args),
+        Command::BenchBaseline(args) => crate::bench::baseline::run(args),
     }
 }

@@ -5,6 +5,7 @@
 //! -> [`ingest`] (batching writer) -> [`store`] -> database.
 
 pub mod anonymize;
+pub mod bench;
 pub mod catalog;
 pub mod cli;
 pub mod config;

@@ -3,7 +3,7 @@
 
 mod catalog;
 mod health;
-mod reports;
+pub(crate) mod reports;
 
 use actix_web::{web, HttpResponse, ResponseError};
 

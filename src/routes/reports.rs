@@ -53,7 +53,10 @@ async fn ingest(report: Report, state: &AppState) -> Result<HttpResponse, ApiErr
 }
 
 /// Accepts the media type with or without parameters (`; charset=utf-8`).
-fn require_content_type(req: &HttpRequest, expected: &'static str) -> Result<(), ApiError> {
+pub(crate) fn require_content_type(
+    req: &HttpRequest,
+    expected: &'static str,
+) -> Result<(), ApiError> {
     let ok = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -69,7 +72,7 @@ fn require_content_type(req: &HttpRequest, expected: &'static str) -> Result<(),
 
 /// Reads the body up to the limit; a declared or actual larger body is
 /// refused without reading the rest.
-async fn read_body(
+pub(crate) async fn read_body(
     req: &HttpRequest,
     mut payload: web::Payload,
 ) -> Result<web::BytesMut, ApiError> {

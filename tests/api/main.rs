@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod bench;
 mod health;
 mod ingest;
 mod legacy;
