@@ -41,6 +41,9 @@ pub enum Command {
     /// The benchmark's baseline server (started by `bench`).
     #[command(hide = true)]
     BenchBaseline(crate::bench::baseline::BaselineArgs),
+    /// One load phase against a running collector (for profiling).
+    #[command(hide = true)]
+    BenchDrive(crate::bench::DriveArgs),
 }
 
 /// Where the data lives.
@@ -135,5 +138,6 @@ pub fn main() -> anyhow::Result<()> {
         }
         Command::Bench(args) => crate::bench::run(args),
         Command::BenchBaseline(args) => crate::bench::baseline::run(args),
+        Command::BenchDrive(args) => crate::bench::drive(args),
     }
 }

@@ -90,6 +90,46 @@ pub struct BenchArgs {
     pub work_dir: Option<PathBuf>,
 }
 
+/// Flags of the hidden `bench-drive` command: one load phase against a
+/// collector that is already running (for profiling it, e.g. under
+/// callgrind, with a fixed number of requests).
+#[derive(Debug, Args)]
+pub struct DriveArgs {
+    /// Address of the collector.
+    #[arg(long, value_name = "ADDR")]
+    pub addr: SocketAddr,
+    /// Requests per second (open loop: exactly rate x duration requests are
+    /// due); without it, closed loop.
+    #[arg(long, value_name = "R")]
+    pub rate: Option<f64>,
+    /// Duration of the phase.
+    #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "TIME")]
+    pub duration: Duration,
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub connections: usize,
+    /// Instances the reports are drawn from.
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
+    pub instances: u64,
+}
+
+/// Runs one load phase and prints its result as JSON.
+pub fn drive(args: DriveArgs) -> anyhow::Result<()> {
+    let spec = LoadSpec {
+        addr: args.addr,
+        connections: args.connections.max(1),
+        rate: args.rate,
+        duration: args.duration,
+        warmup: Duration::ZERO,
+        population: args.instances,
+        history_days: 3 * 365,
+        seed: 1,
+        threads: 1,
+    };
+    let result = load::run(&spec)?;
+    println!("{}", serde_json::to_string_pretty(&result)?);
+    Ok(())
+}
+
 /// Parses `10s`, `500ms`, `2m` or a plain number of seconds.
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
