@@ -56,15 +56,22 @@ pub struct BenchArgs {
     #[arg(long, value_parser = parse_duration, value_name = "TIME")]
     pub duration: Option<Duration>,
     /// Instances seeded before the second ingest measurement and the stats
-    /// timings; load reports are drawn from the same population
+    /// timings; that measurement's reports update them
     /// [default: 1000000; 2000 with --quick].
     #[arg(long, value_name = "N")]
     pub instances: Option<u64>,
+    /// Instances the reports of the empty-database phases are drawn from:
+    /// after the first seconds most reports update an instance already
+    /// stored, as on a release day. The seeded phase draws from every
+    /// seeded instance [default: 10000; 500 with --quick].
+    #[arg(long, value_name = "N")]
+    pub population: Option<u64>,
     /// Days of daily-event history seeded [default: 1095 (3 years); 60 with --quick].
     #[arg(long, value_name = "DAYS")]
     pub days: Option<i64>,
-    /// Connection counts tried closed-loop; the best one gives the maximum
-    /// rate [default: 16,64,256; 8 with --quick].
+    /// Connection counts tried closed-loop, in order, until one is slower
+    /// than the best so far; the best gives the maximum rate
+    /// [default: 16,64,256,1024; 8 with --quick].
     #[arg(long, value_delimiter = ',', value_name = "N,..")]
     pub connections: Vec<usize>,
     /// Overload rate as a multiple of the maximum.
@@ -73,9 +80,11 @@ pub struct BenchArgs {
     /// Duration of the overload phase [default: 30s; 1s with --quick].
     #[arg(long, value_parser = parse_duration, value_name = "TIME")]
     pub overload_duration: Option<Duration>,
-    /// Connections of the overload phase. Only more requests in flight than
-    /// the collector's queue (`--queue-capacity`, 4096 by default) make it
-    /// refuse [default: 5120; 64 with --quick].
+    /// Connections of the overload phase, one request in flight on each, as
+    /// from that many clients. Only more requests in flight than the
+    /// collector's queue and one batch (`--queue-capacity` 4096 and
+    /// `--max-batch` 1024 by default) make it refuse [default: 8192; 64
+    /// with --quick].
     #[arg(long, value_name = "N")]
     pub overload_connections: Option<usize>,
     /// GET requests per stats endpoint [default: 20; 3 with --quick].
@@ -158,6 +167,7 @@ struct Settings {
     duration_s: f64,
     warmup_s: f64,
     instances: u64,
+    population: u64,
     days: i64,
     connections: Vec<usize>,
     overload_factor: f64,
@@ -180,7 +190,7 @@ impl Settings {
             if q {
                 vec![8]
             } else {
-                vec![16, 64, 256]
+                vec![16, 64, 256, 1024]
             }
         } else {
             args.connections.clone()
@@ -197,6 +207,10 @@ impl Settings {
             duration_s: duration.as_secs_f64(),
             warmup_s: (duration.as_secs_f64() / 4.0).min(2.0),
             instances: args.instances.unwrap_or(if q { 2000 } else { 1_000_000 }),
+            population: args
+                .population
+                .unwrap_or(if q { 500 } else { 10_000 })
+                .max(1),
             days: args.days.unwrap_or(if q { 60 } else { 3 * 365 }).max(1),
             connections,
             overload_factor: args.overload_factor,
@@ -206,7 +220,7 @@ impl Settings {
                 .as_secs_f64(),
             overload_connections: args
                 .overload_connections
-                .unwrap_or(if q { 64 } else { 5120 })
+                .unwrap_or(if q { 64 } else { 8192 })
                 .max(1),
             stats_requests: args.stats_requests.unwrap_or(if q { 3 } else { 20 }).max(1),
             client_threads: args.client_threads.max(1),
@@ -221,7 +235,7 @@ impl Settings {
             rate,
             duration: Duration::from_secs_f64(self.duration_s),
             warmup: Duration::from_secs_f64(self.warmup_s),
-            population: self.instances,
+            population: self.population,
             history_days: self.days,
             seed,
             threads: self.client_threads,
@@ -335,11 +349,13 @@ impl Bench {
         ));
         let result = load::run(spec).with_context(|| format!("{backend} {phase}"))?;
         note(format!(
-            "{backend}: {phase}: {:.0} accepted/s, p99 {}, {} refused, {} errors",
+            "{backend}: {phase}: {:.0} accepted/s, p99 {}, {} refused (p99 {}), {} errors, {} sent late",
             result.accepted_rps,
             table::display(result.accepted.p99, table::Unit::Milliseconds),
             result.rejected.count,
-            result.errors
+            table::display(result.rejected.p99, table::Unit::Milliseconds),
+            result.errors,
+            result.late
         ));
         self.record(backend, phase, serde_json::to_value(&result)?);
         Ok(result)
@@ -359,6 +375,9 @@ impl Bench {
                     rps: r.accepted_rps,
                     connections: c,
                 };
+            } else {
+                // More concurrency no longer helps.
+                break;
             }
         }
         anyhow::ensure!(best.rps > 0.0, "{backend}: no report was accepted");
