@@ -386,7 +386,7 @@ impl Bench {
 
     /// Open loop at `share` of the maximum, with headroom in connections
     /// so that the generator does not queue requests itself while the
-    /// server keeps up.
+    /// server keeps up (`late` in the results says whether it did).
     fn open_loop(
         &mut self,
         backend: &str,
@@ -395,9 +395,12 @@ impl Bench {
         share: f64,
     ) -> anyhow::Result<LoadResult> {
         let label = format!("open{:.0}", share * 100.0);
+        // Enough connections for the rate at a few tens of milliseconds each,
+        // not more: thousands of idle connections cost the server too.
+        let connections = (2 * max.connections).clamp(64, 512);
         let spec = self.settings.spec(
             addr,
-            2 * max.connections,
+            connections,
             Some(share * max.rps),
             1000 + (share * 100.0) as u64,
         );
