@@ -90,6 +90,10 @@ pub struct LoadResult {
     pub accepted: Percentiles,
     /// Latency of 503 answers.
     pub rejected: Percentiles,
+    /// Latency of 503 answers from the moment they were actually sent (not
+    /// coordinated-omission safe: for telling the server's refusal time
+    /// from time the generator itself was late).
+    pub rejected_service: Percentiles,
     /// Answers other than 2xx and 503, transport errors and requests still
     /// unanswered when the phase ended.
     pub errors: u64,
@@ -106,6 +110,7 @@ struct TaskStats {
     accepted_in_window: u64,
     accepted: Vec<u32>,
     rejected: Vec<u32>,
+    rejected_service: Vec<u32>,
     errors: u64,
     late: u64,
 }
@@ -188,7 +193,8 @@ async fn run_async(spec: LoadSpec) -> anyhow::Result<LoadResult> {
                 if counted {
                     stats.sent += 1;
                 }
-                let remaining = drain_deadline.saturating_duration_since(Instant::now());
+                let sent_at = Instant::now();
+                let remaining = drain_deadline.saturating_duration_since(sent_at);
                 let answer = tokio::time::timeout(remaining, conn.send(&request)).await;
                 let done = Instant::now();
                 let micros = (done - scheduled).as_micros().min(u32::MAX as u128) as u32;
@@ -204,6 +210,8 @@ async fn run_async(spec: LoadSpec) -> anyhow::Result<LoadResult> {
                     Ok(Ok(r)) if r.status == 503 => {
                         if counted {
                             stats.rejected.push(micros);
+                            let service = (done - sent_at).as_micros().min(u32::MAX as u128);
+                            stats.rejected_service.push(service as u32);
                         }
                     }
                     Ok(_) => {
@@ -227,6 +235,7 @@ async fn run_async(spec: LoadSpec) -> anyhow::Result<LoadResult> {
         total.accepted_in_window += s.accepted_in_window;
         total.accepted.extend(s.accepted);
         total.rejected.extend(s.rejected);
+        total.rejected_service.extend(s.rejected_service);
         total.errors += s.errors;
         total.late += s.late;
     }
@@ -245,6 +254,7 @@ async fn run_async(spec: LoadSpec) -> anyhow::Result<LoadResult> {
         accepted_rps: total.accepted_in_window as f64 / spec.duration.as_secs_f64(),
         accepted: Percentiles::of(total.accepted),
         rejected: Percentiles::of(total.rejected),
+        rejected_service: Percentiles::of(total.rejected_service),
         errors: total.errors,
         late: total.late,
     })

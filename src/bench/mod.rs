@@ -349,11 +349,13 @@ impl Bench {
         ));
         let result = load::run(spec).with_context(|| format!("{backend} {phase}"))?;
         note(format!(
-            "{backend}: {phase}: {:.0} accepted/s, p99 {}, {} refused (p99 {}), {} errors, {} sent late",
+            "{backend}: {phase}: {:.0} accepted/s, p99 {}, {} refused (p99 {}, {} from send), \
+             {} errors, {} sent late",
             result.accepted_rps,
             table::display(result.accepted.p99, table::Unit::Milliseconds),
             result.rejected.count,
             table::display(result.rejected.p99, table::Unit::Milliseconds),
+            table::display(result.rejected_service.p99, table::Unit::Milliseconds),
             result.errors,
             result.late
         ));
