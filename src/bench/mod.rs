@@ -397,9 +397,9 @@ impl Bench {
         share: f64,
     ) -> anyhow::Result<LoadResult> {
         let label = format!("open{:.0}", share * 100.0);
-        // Enough connections for the rate at a few tens of milliseconds each,
-        // not more: thousands of idle connections cost the server too.
-        let connections = (2 * max.connections).clamp(64, 512);
+        // With group commit the rate depends on how many requests are in
+        // flight: twice what reached the maximum leaves headroom.
+        let connections = (2 * max.connections).clamp(64, 4096);
         let spec = self.settings.spec(
             addr,
             connections,
