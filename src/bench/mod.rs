@@ -261,14 +261,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         table: Table::new(),
         phases: serde_json::Map::new(),
         rate_limit_flag: process::serve_has_flag("--rate-limit"),
+        failed: Vec::new(),
     };
-    let mut failed = Vec::new();
     let baseline = match bench.baseline() {
         Ok(rate) => Some(rate),
         Err(e) => {
             note(format!("baseline failed: {e:#}"));
             bench.table.mark_errors("baseline");
-            failed.push("baseline");
+            bench.failed.push("baseline".to_owned());
             None
         }
     };
@@ -288,7 +288,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         if let Err(e) = bench.backend(backend, &server, baseline) {
             note(format!("{backend} phases failed: {e:#}"));
             bench.table.mark_errors(backend);
-            failed.push(backend);
+            bench.failed.push(backend.to_owned());
         }
     }
     let rendered = bench.table.render();
@@ -308,7 +308,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         note(format!("results written to {}", path.display()));
     }
     drop(work);
-    anyhow::ensure!(failed.is_empty(), "phases failed: {}", failed.join(", "));
+    anyhow::ensure!(
+        bench.failed.is_empty(),
+        "phases failed: {}",
+        bench.failed.join(", ")
+    );
     Ok(())
 }
 
@@ -319,6 +323,8 @@ struct Bench {
     table: Table,
     phases: serde_json::Map<String, Value>,
     rate_limit_flag: bool,
+    /// Parts that failed without stopping the run.
+    failed: Vec<String>,
 }
 
 /// The maximum closed-loop rate and the connection count that reached it.
@@ -534,8 +540,8 @@ impl Bench {
         let mut timings = serde_json::Map::new();
         for (name, path) in STATS_ENDPOINTS {
             let id = format!("{b}.stats.{name}.p50_ms");
-            match load::time_get(collector.addr, path, self.settings.stats_requests)? {
-                Some(p) => {
+            match load::time_get(collector.addr, path, self.settings.stats_requests) {
+                Ok(Some(p)) => {
                     note(format!(
                         "{b}: GET {path}: p50 {:.2} ms",
                         p.p50.unwrap_or(0.0)
@@ -543,10 +549,17 @@ impl Bench {
                     self.table.set(&id, p.p50);
                     timings.insert((*name).to_owned(), serde_json::to_value(p)?);
                 }
-                None => {
+                Ok(None) => {
                     note(format!("{b}: GET {path}: 404, reported as missing"));
                     self.table.mark(&id, Status::Missing);
                     timings.insert((*name).to_owned(), json!("missing"));
+                }
+                // One broken endpoint must not hide the others' figures.
+                Err(e) => {
+                    note(format!("{b}: GET {path} failed: {e:#}"));
+                    self.table.mark(&id, Status::Error);
+                    timings.insert((*name).to_owned(), json!({"error": format!("{e:#}")}));
+                    self.failed.push(format!("{b} GET {path}"));
                 }
             }
         }
