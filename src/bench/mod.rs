@@ -69,8 +69,7 @@ pub struct BenchArgs {
     /// Days of daily-event history seeded [default: 1095 (3 years); 60 with --quick].
     #[arg(long, value_name = "DAYS")]
     pub days: Option<i64>,
-    /// Connection counts tried closed-loop, in order, until one is slower
-    /// than the best so far; the best gives the maximum rate
+    /// Connection counts tried closed-loop; the best gives the maximum rate
     /// [default: 16,64,256,1024; 8 with --quick].
     #[arg(long, value_delimiter = ',', value_name = "N,..")]
     pub connections: Vec<usize>,
@@ -383,9 +382,6 @@ impl Bench {
                     rps: r.accepted_rps,
                     connections: c,
                 };
-            } else {
-                // More concurrency no longer helps.
-                break;
             }
         }
         anyhow::ensure!(best.rps > 0.0, "{backend}: no report was accepted");
