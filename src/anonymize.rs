@@ -24,7 +24,9 @@ pub const MIN_SECRET_CHARS: usize = 32;
 /// every id one knows.
 #[derive(Clone)]
 pub struct Pseudonymizer {
-    key: Vec<u8>,
+    /// HMAC state with the key already absorbed: each hash starts from a
+    /// copy instead of hashing the key pads again.
+    keyed: Hmac<Sha256>,
 }
 
 impl std::fmt::Debug for Pseudonymizer {
@@ -37,12 +39,12 @@ impl Pseudonymizer {
     /// A pseudonymizer keyed with `secret`.
     pub fn new(secret: &[u8]) -> Pseudonymizer {
         Pseudonymizer {
-            key: secret.to_vec(),
+            keyed: Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length"),
         }
     }
 
     fn hash(&self, domain: &str, parts: &[&str]) -> [u8; 32] {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key length");
+        let mut mac = self.keyed.clone();
         mac.update(domain.as_bytes());
         for p in parts {
             mac.update(&[0]);

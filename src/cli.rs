@@ -48,6 +48,15 @@ pub enum Command {
     /// Delete instance snapshots and dedupe keys older than the retention
     /// period, once, and exit (`serve` also does this periodically).
     Prune(PruneArgs),
+    /// Measure ingest rate, latency, overload, stats endpoints and disk use
+    /// (see docs/performance.md).
+    Bench(crate::bench::BenchArgs),
+    /// The benchmark's baseline server (started by `bench`).
+    #[command(hide = true)]
+    BenchBaseline(crate::bench::baseline::BaselineArgs),
+    /// One load phase against a running collector (for profiling).
+    #[command(hide = true)]
+    BenchDrive(crate::bench::DriveArgs),
 }
 
 /// Flags of `prune`.
@@ -180,5 +189,8 @@ pub fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Bench(args) => crate::bench::run(args),
+        Command::BenchBaseline(args) => crate::bench::baseline::run(args),
+        Command::BenchDrive(args) => crate::bench::drive(args),
     }
 }

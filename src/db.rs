@@ -86,10 +86,16 @@ impl Manager {
             Backend::Sqlite => {
                 let path = sqlite_path(&self.url);
                 let mut conn = SqliteConnection::establish(path)?;
+                // Checkpoints every 16,384 WAL pages (64 MiB) instead of
+                // SQLite's 1,000: with one commit per batch the default
+                // checkpointed after nearly every batch, and pages rewritten
+                // by every batch (aggregates, hot index pages) were copied
+                // back each time. Measured: 19 KB written per report -> 11 KB.
                 conn.batch_execute(
                     "PRAGMA busy_timeout = 5000;
                      PRAGMA journal_mode = WAL;
                      PRAGMA synchronous = FULL;
+                     PRAGMA wal_autocheckpoint = 16384;
                      PRAGMA foreign_keys = ON;",
                 )
                 .map_err(ConnectionError::CouldntSetupConfiguration)?;

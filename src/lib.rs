@@ -6,6 +6,7 @@
 //! (k-anonymous reports for the stats API and CLI).
 
 pub mod anonymize;
+pub mod bench;
 pub mod catalog;
 pub mod cli;
 pub mod client;

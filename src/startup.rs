@@ -210,7 +210,7 @@ impl Application {
 /// One line per request: method, route, status, size and duration. Never the
 /// address, the user agent or the raw path (which any client can fill with
 /// anything): the route pattern is logged instead.
-async fn access_log(
+pub(crate) async fn access_log(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {

@@ -7,7 +7,7 @@ mod health;
 mod instances;
 mod metrics;
 mod openapi;
-mod reports;
+pub(crate) mod reports;
 mod stats;
 
 use actix_web::{web, HttpResponse, ResponseError};

@@ -116,7 +116,10 @@ async fn ingest(report: Report, state: &AppState) -> Result<HttpResponse, ApiErr
 }
 
 /// Accepts the media type with or without parameters (`; charset=utf-8`).
-fn require_content_type(req: &HttpRequest, expected: &'static str) -> Result<(), ApiError> {
+pub(crate) fn require_content_type(
+    req: &HttpRequest,
+    expected: &'static str,
+) -> Result<(), ApiError> {
     let ok = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -132,7 +135,7 @@ fn require_content_type(req: &HttpRequest, expected: &'static str) -> Result<(),
 
 /// JSON is UTF-8 (RFC 8259): a body declared in another charset is refused
 /// rather than misread.
-fn require_utf8(req: &HttpRequest) -> Result<(), ApiError> {
+pub(crate) fn require_utf8(req: &HttpRequest) -> Result<(), ApiError> {
     let charset = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -153,7 +156,7 @@ fn require_utf8(req: &HttpRequest) -> Result<(), ApiError> {
 /// Reads the body up to the limit and within the request timeout; a
 /// declared or actual larger body is refused without reading the rest, and a
 /// client trickling its body cannot hold a worker.
-async fn read_body(
+pub(crate) async fn read_body(
     req: &HttpRequest,
     payload: web::Payload,
     timeout: Duration,

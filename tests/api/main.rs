@@ -5,6 +5,7 @@
 mod helpers;
 
 mod abuse;
+mod bench;
 mod client;
 mod consistency;
 mod dashboard;

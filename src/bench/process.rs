@@ -1,0 +1,139 @@
+//! Child processes of the benchmark: the baseline server and real
+//! collectors, each the same binary as the benchmark itself.
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+/// A server running as a child process, its logs in a file; stopped (and
+/// waited for) when dropped.
+pub struct ServerProcess {
+    child: Child,
+    pub addr: SocketAddr,
+    pub log: PathBuf,
+}
+
+impl ServerProcess {
+    /// Runs this binary with `args` (after the global `--log-format json`),
+    /// logging to `log`, and waits for the line announcing its port.
+    pub fn start(args: &[&str], env: &[(&str, &str)], log: &Path) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe().context("cannot find the anonstats binary")?;
+        let file = File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+        let mut cmd = Command::new(exe);
+        cmd.args(["--log-format", "json"])
+            .args(args)
+            // The stats API must answer without a token, and the secret is
+            // the benchmark's (seeded instances must hash alike).
+            .env_remove("ANONSTATS_STATS_TOKEN")
+            .env_remove("ANONSTATS_BIND")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().context("cannot start a child process")?;
+        let mut process = ServerProcess {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            log: log.to_owned(),
+        };
+        let port = process.wait_for_port()?;
+        process.addr.set_port(port);
+        Ok(process)
+    }
+
+    fn wait_for_port(&mut self) -> anyhow::Result<u16> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            for line in text.lines().filter(|l| l.contains("listening")) {
+                let port = serde_json::from_str::<serde_json::Value>(line)
+                    .ok()
+                    .and_then(|v| v["fields"]["port"].as_u64().or(v["port"].as_u64()));
+                if let Some(port) = port {
+                    return Ok(port as u16);
+                }
+            }
+            if let Some(status) = self.child.try_wait()? {
+                anyhow::bail!("child process exited ({status}) before listening:\n{text}");
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "child process did not listen within 120 s:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Peak resident memory so far (VmHWM), in bytes.
+    pub fn peak_rss(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+
+    /// Asks the process to stop (SIGTERM: it finishes in-flight requests and
+    /// commits what it accepted) and waits; kills it after 60 s.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        self.terminate()
+    }
+
+    fn terminate(&mut self) -> anyhow::Result<()> {
+        if self.child.try_wait()?.is_some() {
+            return Ok(());
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if self.child.try_wait()?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.child.kill()?;
+        self.child.wait()?;
+        anyhow::bail!("child process {} did not stop on SIGTERM", self.child.id())
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Whether `anonstats serve` has a flag (flags may be added by later
+/// versions; the benchmark only passes the ones this binary knows).
+pub fn serve_has_flag(flag: &str) -> bool {
+    let Ok(exe) = std::env::current_exe() else {
+        return false;
+    };
+    Command::new(exe)
+        .args(["serve", "--help"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split(|c: char| c.is_whitespace() || c == ',' || c == '=')
+                .any(|w| w == flag)
+        })
+        .unwrap_or(false)
+}
