@@ -314,19 +314,7 @@ async fn request(
         }
         None => req.send().await,
     };
-    let mut res = sent.expect("request sent");
-    let status = res.status().as_u16();
-    let headers = res
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
-        .collect();
-    let body = res.body().limit(1 << 22).await.expect("read body").to_vec();
-    Reply {
-        status,
-        headers,
-        body,
-    }
+    read_reply(sent.expect("request sent")).await
 }
 
 /// Sends raw bytes from `source` and parses the answer (which must have a
