@@ -192,6 +192,21 @@ impl Ingest {
         answer.await.unwrap_or(Err(IngestError::Unavailable))
     }
 
+    /// Refuses at once, before the request's body is even read, when a
+    /// report could not be queued now: the queue is full or the database is
+    /// known to be down. Under overload this keeps a refusal nearly free, so
+    /// the CPU goes to the writer and the requests it can take.
+    /// [`Ingest::submit`] checks again: this is only the cheap early answer.
+    pub fn check_room(&self) -> Result<(), IngestError> {
+        if self.state.database_down() {
+            Err(IngestError::Unavailable)
+        } else if self.state.queue_depth() >= self.capacity {
+            Err(IngestError::Overloaded)
+        } else {
+            Ok(())
+        }
+    }
+
     /// The writer's health.
     pub fn state(&self) -> &WriterState {
         &self.state

@@ -47,6 +47,9 @@ async fn intake_v1(
 ) -> Result<HttpResponse, ApiError> {
     require_content_type(req, "application/json")?;
     require_utf8(req)?;
+    // Refused before the body is read, parsed and anonymised: see
+    // `Ingest::check_room`.
+    state.ingest.check_room()?;
     let body = read_body(req, payload, state.request_timeout).await?;
     let report = validation::parse_v1(&body, &state.catalog).map_err(ApiError::Invalid)?;
     ingest(report, state).await
@@ -58,6 +61,7 @@ async fn intake_legacy(
     state: &AppState,
 ) -> Result<HttpResponse, ApiError> {
     require_content_type(req, "application/x-www-form-urlencoded")?;
+    state.ingest.check_room()?;
     let body = read_body(req, payload, state.request_timeout).await?;
     let report = validation::parse_legacy(&body, &state.catalog, &state.legacy_product)
         .map_err(ApiError::Invalid)?;
