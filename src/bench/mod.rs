@@ -86,7 +86,8 @@ pub struct BenchArgs {
     /// with --quick].
     #[arg(long, value_name = "N")]
     pub overload_connections: Option<usize>,
-    /// GET requests per stats endpoint [default: 20; 3 with --quick].
+    /// Cold GET requests (each after one stored report), and again warm
+    /// ones, per stats endpoint [default: 20; 3 with --quick].
     #[arg(long, value_name = "N")]
     pub stats_requests: Option<usize>,
     /// Threads of the load generator.
@@ -534,26 +535,38 @@ impl Bench {
         self.table
             .set(&format!("{b}.seeded.ratio"), Some(r.accepted_rps / max.rps));
         let mut timings = serde_json::Map::new();
+        // Reports stored before each cold request: seeded instances.
+        let mut generator = generator::LoadGenerator::new(5000, n as u64, self.settings.days);
         for (name, path) in STATS_ENDPOINTS {
             let id = format!("{b}.stats.{name}.p50_ms");
-            match load::time_get(collector.addr, path, self.settings.stats_requests) {
-                Ok(Some(p)) => {
+            let warm_id = format!("{b}.stats.{name}.warm_p50_ms");
+            match load::time_stats(
+                collector.addr,
+                path,
+                self.settings.stats_requests,
+                &mut generator,
+            ) {
+                Ok(Some(t)) => {
                     note(format!(
-                        "{b}: GET {path}: p50 {:.2} ms",
-                        p.p50.unwrap_or(0.0)
+                        "{b}: GET {path}: p50 {:.2} ms cold, {:.2} ms warm",
+                        t.cold.p50.unwrap_or(0.0),
+                        t.warm.p50.unwrap_or(0.0)
                     ));
-                    self.table.set(&id, p.p50);
-                    timings.insert((*name).to_owned(), serde_json::to_value(p)?);
+                    self.table.set(&id, t.cold.p50);
+                    self.table.set(&warm_id, t.warm.p50);
+                    timings.insert((*name).to_owned(), serde_json::to_value(t)?);
                 }
                 Ok(None) => {
                     note(format!("{b}: GET {path}: 404, reported as missing"));
                     self.table.mark(&id, Status::Missing);
+                    self.table.mark(&warm_id, Status::Missing);
                     timings.insert((*name).to_owned(), json!("missing"));
                 }
                 // One broken endpoint must not hide the others' figures.
                 Err(e) => {
                     note(format!("{b}: GET {path} failed: {e:#}"));
                     self.table.mark(&id, Status::Error);
+                    self.table.mark(&warm_id, Status::Error);
                     timings.insert((*name).to_owned(), json!({"error": format!("{e:#}")}));
                     self.failed.push(format!("{b} GET {path}"));
                 }
