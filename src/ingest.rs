@@ -46,7 +46,7 @@ pub struct WriterConfig {
 impl Default for WriterConfig {
     fn default() -> Self {
         WriterConfig {
-            queue_capacity: 4096,
+            queue_capacity: 2048,
             max_batch: 1024,
             max_attempts: 3,
         }

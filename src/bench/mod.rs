@@ -81,9 +81,10 @@ pub struct BenchArgs {
     pub overload_duration: Option<Duration>,
     /// Connections of the overload phase, one request in flight on each, as
     /// from that many clients. Only more requests in flight than the
-    /// collector's queue and one batch (`--queue-capacity` 4096 and
-    /// `--max-batch` 1024 by default) make it refuse [default: 8192; 64
-    /// with --quick].
+    /// collector's queue and one batch (`--queue-capacity` 2048 and
+    /// `--max-batch` 1024 by default) make it refuse; more than its
+    /// `--max-connections` (4096 by default) would only wait in the listen
+    /// backlog [default: 4096; 64 with --quick].
     #[arg(long, value_name = "N")]
     pub overload_connections: Option<usize>,
     /// Cold GET requests (each after one stored report), and again warm
@@ -220,7 +221,7 @@ impl Settings {
                 .as_secs_f64(),
             overload_connections: args
                 .overload_connections
-                .unwrap_or(if q { 64 } else { 8192 })
+                .unwrap_or(if q { 64 } else { 4096 })
                 .max(1),
             stats_requests: args.stats_requests.unwrap_or(if q { 3 } else { 20 }).max(1),
             client_threads: args.client_threads.max(1),
