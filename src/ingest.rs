@@ -165,7 +165,10 @@ pub fn start(pool: Pool, config: WriterConfig) -> (Ingest, Writer) {
     };
     let thread = std::thread::Builder::new()
         .name("anonstats-writer".into())
-        .spawn(move || run(rx, pool, config, state))
+        .spawn(move || {
+            raise_priority();
+            run(rx, pool, config, state)
+        })
         .expect("spawn writer thread");
     (ingest, Writer { thread })
 }
@@ -215,6 +218,32 @@ impl Ingest {
     /// Queue capacity, for readiness checks.
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+}
+
+/// Nice value asked for the writer thread.
+const WRITER_NICE: i32 = -5;
+
+/// Gives the writer thread precedence over the HTTP workers when the CPU is
+/// short: under overload the workers would otherwise take the CPU the
+/// writer needs to commit what they accepted. Allowed only with the
+/// privilege to raise priorities (root, `CAP_SYS_NICE`, or a `RLIMIT_NICE`
+/// such as systemd's `LimitNICE=`); without it the writer keeps the normal
+/// priority, which changes nothing else.
+fn raise_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // On Linux, PRIO_PROCESS with 0 applies to the calling thread only.
+        // SAFETY: setpriority reads no memory of ours.
+        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, WRITER_NICE) };
+        if rc == 0 {
+            tracing::debug!(nice = WRITER_NICE, "writer thread priority raised");
+        } else {
+            tracing::debug!(
+                error = %std::io::Error::last_os_error(),
+                "writer thread priority left as is"
+            );
+        }
     }
 }
 

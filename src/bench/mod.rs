@@ -262,6 +262,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         table: Table::new(),
         phases: serde_json::Map::new(),
         rate_limit_flag: process::serve_has_flag("--rate-limit"),
+        instance_limit_flag: process::serve_has_flag("--instance-daily-limit"),
         failed: Vec::new(),
     };
     let baseline = match bench.baseline() {
@@ -324,6 +325,7 @@ struct Bench {
     table: Table,
     phases: serde_json::Map<String, Value>,
     rate_limit_flag: bool,
+    instance_limit_flag: bool,
     /// Parts that failed without stopping the run.
     failed: Vec<String>,
 }
@@ -434,6 +436,13 @@ impl Bench {
         let mut args = vec!["serve", "--bind", "127.0.0.1:0"];
         if self.rate_limit_flag {
             args.extend(["--rate-limit", "0"]);
+        }
+        // The load reports come from a population of a few thousand
+        // instances, each reporting many times a minute: the per-instance
+        // daily limit (meant for real installs reporting a few times a
+        // day) would refuse most of them after a few seconds.
+        if self.instance_limit_flag {
+            args.extend(["--instance-daily-limit", "0"]);
         }
         ServerProcess::start(
             &args,
