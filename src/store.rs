@@ -856,13 +856,15 @@ fn apply_counter_deltas(
     let rows: Vec<CounterTotalRow<'_>> = totals
         .into_iter()
         .filter(|(_, (n, t))| *n != 0 || *t != 0)
-        .map(|((product, counter, bucket), (instances, total))| CounterTotalRow {
-            product,
-            counter,
-            bucket,
-            instances,
-            total,
-        })
+        .map(
+            |((product, counter, bucket), (instances, total))| CounterTotalRow {
+                product,
+                counter,
+                bucket,
+                instances,
+                total,
+            },
+        )
         .collect();
     upsert_rows!(conn, rows, |c, values| diesel::insert_into(
         instance_counter_totals::table

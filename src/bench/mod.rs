@@ -546,7 +546,7 @@ impl Bench {
             .set(&format!("{b}.seeded.ratio"), Some(r.accepted_rps / max.rps));
         let mut timings = serde_json::Map::new();
         // Reports stored before each cold request: seeded instances.
-        let mut generator = generator::LoadGenerator::new(5000, n as u64, self.settings.days);
+        let mut generator = generator::LoadGenerator::new(5000, n, self.settings.days);
         for (name, path) in STATS_ENDPOINTS {
             let id = format!("{b}.stats.{name}.p50_ms");
             let warm_id = format!("{b}.stats.{name}.warm_p50_ms");

@@ -136,10 +136,11 @@ pub fn value_counts(
         Plan::Empty => Ok(Vec::new()),
         Plan::Window => value_counts_per_day(conn, product, since, ">=", kind, name),
         Plan::TotalsMinusBefore => {
-            let mut counts: HashMap<(String, String), i64> = value_totals(conn, product, kind, name)?
-                .into_iter()
-                .map(|r| ((r.name, r.value), r.instances))
-                .collect();
+            let mut counts: HashMap<(String, String), i64> =
+                value_totals(conn, product, kind, name)?
+                    .into_iter()
+                    .map(|r| ((r.name, r.value), r.instances))
+                    .collect();
             for r in value_counts_per_day(conn, product, since, "<", kind, name)? {
                 *counts.entry((r.name, r.value)).or_default() -= r.instances;
             }

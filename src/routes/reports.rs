@@ -72,10 +72,7 @@ async fn intake_legacy(
 /// The body is still drained, unparsed: the HTTP stack closes a connection
 /// whose request body was left unread, and every refused client would then
 /// reconnect to retry.
-async fn refuse_early(
-    payload: web::Payload,
-    state: &AppState,
-) -> Result<web::Payload, ApiError> {
+async fn refuse_early(payload: web::Payload, state: &AppState) -> Result<web::Payload, ApiError> {
     match state.ingest.check_room() {
         Ok(()) => Ok(payload),
         Err(e) => {
