@@ -71,6 +71,20 @@ pub fn ping(conn: &mut DbConn) -> QueryResult<()> {
     conn.batch_execute("SELECT 1")
 }
 
+/// Copies committed WAL pages back into the SQLite database file without
+/// blocking the writer (`wal_checkpoint(PASSIVE)`), so that the writer's own
+/// automatic checkpoint after a commit finds little left to copy. Returns
+/// `false` on PostgreSQL, which needs nothing of the kind.
+pub fn checkpoint(conn: &mut DbConn) -> QueryResult<bool> {
+    use diesel::connection::SimpleConnection;
+    match conn {
+        DbConn::Sqlite(c) => c
+            .batch_execute("PRAGMA wal_checkpoint(PASSIVE)")
+            .map(|_| true),
+        DbConn::Pg(_) => Ok(false),
+    }
+}
+
 /// Whether an error is worth retrying the whole transaction for (lost a
 /// race with another collector on PostgreSQL).
 pub fn is_retryable(e: &DieselError) -> bool {
