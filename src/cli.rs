@@ -101,7 +101,7 @@ pub struct ServeArgs {
     #[arg(long, env = "ANONSTATS_WORKERS")]
     pub workers: Option<usize>,
     /// Reports that may wait for the writer; beyond that, 503.
-    #[arg(long, env = "ANONSTATS_QUEUE_CAPACITY", default_value_t = 4096)]
+    #[arg(long, env = "ANONSTATS_QUEUE_CAPACITY", default_value_t = 2048)]
     pub queue_capacity: usize,
     /// Most reports committed in one transaction.
     #[arg(long, env = "ANONSTATS_MAX_BATCH", default_value_t = 1024)]

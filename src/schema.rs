@@ -60,6 +60,28 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// All-days totals of `instance_values`, maintained with it.
+    instance_value_totals (product, kind, name, value) {
+        product -> Text,
+        kind -> Text,
+        name -> Text,
+        value -> Text,
+        instances -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// All-days totals of `instance_counters`, maintained with it.
+    instance_counter_totals (product, counter, bucket) {
+        product -> Text,
+        counter -> Text,
+        bucket -> BigInt,
+        instances -> BigInt,
+        total -> BigInt,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     settings,
     daily_events,

@@ -15,7 +15,8 @@ use diesel::upsert::excluded;
 use crate::anonymize::{InstanceState, Record};
 use crate::db::DbConn;
 use crate::schema::{
-    daily_events, instance_counters, instance_values, instances, seen_reports, settings,
+    daily_events, instance_counter_totals, instance_counters, instance_value_totals,
+    instance_values, instances, seen_reports, settings,
 };
 use crate::validation::Event;
 
@@ -68,6 +69,20 @@ pub fn get_or_insert_setting(conn: &mut DbConn, name: &str, value: &str) -> Quer
 pub fn ping(conn: &mut DbConn) -> QueryResult<()> {
     use diesel::connection::SimpleConnection;
     conn.batch_execute("SELECT 1")
+}
+
+/// Copies committed WAL pages back into the SQLite database file without
+/// blocking the writer (`wal_checkpoint(PASSIVE)`), so that the writer's own
+/// automatic checkpoint after a commit finds little left to copy. Returns
+/// `false` on PostgreSQL, which needs nothing of the kind.
+pub fn checkpoint(conn: &mut DbConn) -> QueryResult<bool> {
+    use diesel::connection::SimpleConnection;
+    match conn {
+        DbConn::Sqlite(c) => c
+            .batch_execute("PRAGMA wal_checkpoint(PASSIVE)")
+            .map(|_| true),
+        DbConn::Pg(_) => Ok(false),
+    }
 }
 
 /// Whether an error is worth retrying the whole transaction for (lost a
@@ -163,7 +178,7 @@ mod sqlite_upsert {
     use diesel::sqlite::Sqlite;
     use diesel::{QueryResult, RunQueryDsl, SqliteConnection};
 
-    use super::{CounterRow, EventRow, InstanceRow, ValueRow};
+    use super::{CounterRow, CounterTotalRow, EventRow, InstanceRow, ValueRow, ValueTotalRow};
 
     /// A row with its upsert statement: `INSERT`, the bound values, then
     /// `CONFLICT`.
@@ -291,6 +306,41 @@ mod sqlite_upsert {
             Ok(())
         }
     }
+
+    impl Row for ValueTotalRow<'_> {
+        const INSERT: &'static str = "INSERT INTO instance_value_totals \
+            (product, kind, name, value, instances) VALUES (";
+        const CONFLICT: &'static str = ") \
+            ON CONFLICT (product, kind, name, value) \
+            DO UPDATE SET instances = instance_value_totals.instances + excluded.instances";
+        type Id = ValueTotalRow<'static>;
+        fn bind<'b>(&'b self, out: &mut Values<'_, '_, 'b>) -> QueryResult<()> {
+            out.push::<Text, _>(self.product)?
+                .push::<Text, _>(self.kind)?
+                .push::<Text, _>(self.name)?
+                .push::<Text, _>(self.value)?
+                .push::<BigInt, _>(&self.instances)?;
+            Ok(())
+        }
+    }
+
+    impl Row for CounterTotalRow<'_> {
+        const INSERT: &'static str = "INSERT INTO instance_counter_totals \
+            (product, counter, bucket, instances, total) VALUES (";
+        const CONFLICT: &'static str = ") \
+            ON CONFLICT (product, counter, bucket) DO UPDATE SET \
+            instances = instance_counter_totals.instances + excluded.instances, \
+            total = instance_counter_totals.total + excluded.total";
+        type Id = CounterTotalRow<'static>;
+        fn bind<'b>(&'b self, out: &mut Values<'_, '_, 'b>) -> QueryResult<()> {
+            out.push::<Text, _>(self.product)?
+                .push::<Text, _>(self.counter)?
+                .push::<BigInt, _>(&self.bucket)?
+                .push::<BigInt, _>(&self.instances)?
+                .push::<BigInt, _>(&self.total)?;
+            Ok(())
+        }
+    }
 }
 
 /// An instance row as stored.
@@ -333,6 +383,26 @@ struct ValueRow<'a> {
 struct CounterRow<'a> {
     product: &'a str,
     last_seen: NaiveDate,
+    counter: &'a str,
+    bucket: i64,
+    instances: i64,
+    total: i64,
+}
+
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = instance_value_totals)]
+struct ValueTotalRow<'a> {
+    product: &'a str,
+    kind: &'a str,
+    name: &'a str,
+    value: &'a str,
+    instances: i64,
+}
+
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = instance_counter_totals)]
+struct CounterTotalRow<'a> {
+    product: &'a str,
     counter: &'a str,
     bucket: i64,
     instances: i64,
@@ -721,6 +791,40 @@ fn apply_value_deltas(
             .eq(instance_values::instances + excluded(instance_values::instances)),
     )
     .execute(c)?);
+
+    // The all-days totals: an instance that only moved to a later day
+    // changes no total, so most of its deltas cancel out here.
+    let mut totals: BTreeMap<(&str, &str, &str, &str), i64> = BTreeMap::new();
+    for ((product, _, kind, name, value), n) in deltas {
+        *totals.entry((product, kind, name, value)).or_default() += n;
+    }
+    let rows: Vec<ValueTotalRow<'_>> = totals
+        .into_iter()
+        .filter(|(_, n)| *n != 0)
+        .map(|((product, kind, name, value), instances)| ValueTotalRow {
+            product,
+            kind,
+            name,
+            value,
+            instances,
+        })
+        .collect();
+    upsert_rows!(conn, rows, |c, values| diesel::insert_into(
+        instance_value_totals::table
+    )
+    .values(values)
+    .on_conflict((
+        instance_value_totals::product,
+        instance_value_totals::kind,
+        instance_value_totals::name,
+        instance_value_totals::value,
+    ))
+    .do_update()
+    .set(
+        instance_value_totals::instances
+            .eq(instance_value_totals::instances + excluded(instance_value_totals::instances)),
+    )
+    .execute(c)?);
     Ok(())
 }
 
@@ -754,6 +858,43 @@ fn apply_counter_deltas(
         instance_counters::instances
             .eq(instance_counters::instances + excluded(instance_counters::instances)),
         instance_counters::total.eq(instance_counters::total + excluded(instance_counters::total)),
+    ))
+    .execute(c)?);
+
+    let mut totals: BTreeMap<(&str, &str, i64), (i64, i64)> = BTreeMap::new();
+    for ((product, _, counter, bucket), (n, total)) in deltas {
+        let e = totals.entry((product, counter, *bucket)).or_default();
+        e.0 += n;
+        e.1 += total;
+    }
+    let rows: Vec<CounterTotalRow<'_>> = totals
+        .into_iter()
+        .filter(|(_, (n, t))| *n != 0 || *t != 0)
+        .map(
+            |((product, counter, bucket), (instances, total))| CounterTotalRow {
+                product,
+                counter,
+                bucket,
+                instances,
+                total,
+            },
+        )
+        .collect();
+    upsert_rows!(conn, rows, |c, values| diesel::insert_into(
+        instance_counter_totals::table
+    )
+    .values(values)
+    .on_conflict((
+        instance_counter_totals::product,
+        instance_counter_totals::counter,
+        instance_counter_totals::bucket,
+    ))
+    .do_update()
+    .set((
+        instance_counter_totals::instances
+            .eq(instance_counter_totals::instances + excluded(instance_counter_totals::instances)),
+        instance_counter_totals::total
+            .eq(instance_counter_totals::total + excluded(instance_counter_totals::total)),
     ))
     .execute(c)?);
     Ok(())
@@ -865,7 +1006,17 @@ pub fn prune(
                 .filter(instance_counters::total.eq(0))
         )
         .execute(c))?;
-        Ok(values + counters)
+        let value_totals = with_conn!(&mut *conn, |c| diesel::delete(
+            instance_value_totals::table.filter(instance_value_totals::instances.eq(0))
+        )
+        .execute(c))?;
+        let counter_totals = with_conn!(&mut *conn, |c| diesel::delete(
+            instance_counter_totals::table
+                .filter(instance_counter_totals::instances.eq(0))
+                .filter(instance_counter_totals::total.eq(0))
+        )
+        .execute(c))?;
+        Ok(values + counters + value_totals + counter_totals)
     })? as u64;
     Ok(stats)
 }

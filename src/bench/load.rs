@@ -274,39 +274,70 @@ async fn open_connections(addr: SocketAddr, n: usize) -> anyhow::Result<Vec<Conn
     Ok(conns)
 }
 
-/// Times `requests` sequential GETs of `path` over one connection, fewer
-/// when they take more than 30 s together (at least one). `None` when the
-/// path answered 404 (not served by this version); an error for any other
-/// non-2xx answer.
-pub fn time_get(
+/// Timings of one stats endpoint.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct StatsTiming {
+    /// Each request right after one report was stored: the collector's
+    /// result cache cannot answer, so this is the query itself.
+    pub cold: Percentiles,
+    /// The same request repeated with nothing stored in between: what a
+    /// dashboard refreshing the same view gets from the result cache.
+    pub warm: Percentiles,
+}
+
+/// Times `requests` cold and then `requests` warm GETs of `path` on one
+/// connection (see [`StatsTiming`]); `None` when the endpoint answers 404.
+/// Before each cold GET one report of `generator` is posted and must be
+/// answered 2xx. At most 30 s are spent on each half.
+pub fn time_stats(
     addr: SocketAddr,
     path: &str,
     requests: usize,
-) -> anyhow::Result<Option<Percentiles>> {
+    generator: &mut LoadGenerator,
+) -> anyhow::Result<Option<StatsTiming>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
         let mut conn = Conn::connect(addr).await?;
         let request = http::get(path);
-        let mut micros = Vec::with_capacity(requests);
-        let budget = Instant::now() + Duration::from_secs(30);
-        for _ in 0..requests.max(1) {
-            if !micros.is_empty() && Instant::now() > budget {
-                break;
+        let mut body = Vec::new();
+        let mut post = Vec::new();
+        let mut cold = Vec::with_capacity(requests);
+        let mut warm = Vec::with_capacity(requests);
+        for warm_half in [false, true] {
+            let micros = if warm_half { &mut warm } else { &mut cold };
+            let budget = Instant::now() + Duration::from_secs(30);
+            for _ in 0..requests.max(1) {
+                if !micros.is_empty() && Instant::now() > budget {
+                    break;
+                }
+                if !warm_half {
+                    generator.next_json(&mut body);
+                    http::post(REPORTS_PATH, "application/json", &body, &mut post);
+                    let stored = conn.send(&post).await?;
+                    anyhow::ensure!(
+                        (200..300).contains(&stored.status),
+                        "POST {REPORTS_PATH} before a cold GET answered {}",
+                        stored.status
+                    );
+                }
+                let started = Instant::now();
+                let answer = tokio::time::timeout(Duration::from_secs(60), conn.send(&request))
+                    .await
+                    .map_err(|_| anyhow::anyhow!("GET {path} took more than 60 s"))??;
+                let elapsed = started.elapsed();
+                match answer.status {
+                    404 => return Ok(None),
+                    200..=299 => {}
+                    s => anyhow::bail!("GET {path} answered {s}"),
+                }
+                micros.push(elapsed.as_micros().min(u32::MAX as u128) as u32);
             }
-            let started = Instant::now();
-            let answer = tokio::time::timeout(Duration::from_secs(60), conn.send(&request))
-                .await
-                .map_err(|_| anyhow::anyhow!("GET {path} took more than 60 s"))??;
-            let elapsed = started.elapsed();
-            match answer.status {
-                404 => return Ok(None),
-                200..=299 => {}
-                s => anyhow::bail!("GET {path} answered {s}"),
-            }
-            micros.push(elapsed.as_micros().min(u32::MAX as u128) as u32);
         }
-        Ok(Some(Percentiles::of(micros)))
+        Ok(Some(StatsTiming {
+            cold: Percentiles::of(cold),
+            warm: Percentiles::of(warm),
+        }))
     })
 }

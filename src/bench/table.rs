@@ -202,9 +202,16 @@ impl Table {
                 t.add(
                     backend,
                     &format!("stats.{name}.p50_ms"),
-                    &format!("p50 of GET {path}"),
+                    &format!("p50 of GET {path}, cold (just after a write)"),
                     Unit::Milliseconds,
                     Check::AtMost(50.0),
+                );
+                t.add(
+                    backend,
+                    &format!("stats.{name}.warm_p50_ms"),
+                    &format!("p50 of GET {path}, warm (repeated, result cache)"),
+                    Unit::Milliseconds,
+                    Check::Info,
                 );
             }
             t.add(

@@ -6,9 +6,11 @@
 //! Rust, so that no date function of either backend is needed. The only
 //! difference is the placeholder syntax, handled by [`load!`].
 
+use std::collections::HashMap;
+
 use chrono::NaiveDate;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Date, Text};
+use diesel::sql_types::{BigInt, Date, Nullable, Text};
 
 use crate::db::DbConn;
 
@@ -58,8 +60,71 @@ pub struct ValueCount {
     pub instances: i64,
 }
 
+/// Where "active since" is computed from (see [`Plan::of`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plan {
+    /// No aggregate row at all: nothing to read.
+    Empty,
+    /// Sum the per-day rows from `since` on.
+    Window,
+    /// The all-days totals minus the per-day rows before `since`.
+    TotalsMinusBefore,
+}
+
+impl Plan {
+    /// Picks the shorter scan: the days stored before `since` or the days
+    /// from `since` on. `span` is the oldest and newest `last_seen` stored,
+    /// two primary-key lookups. Retention keeps instances for a little longer
+    /// than the default window, so the days before it are usually few.
+    fn of(span: (Option<NaiveDate>, Option<NaiveDate>), since: NaiveDate) -> Plan {
+        match span {
+            (Some(oldest), Some(newest)) => {
+                let before = (since - oldest).num_days();
+                let within = (newest - since).num_days() + 1;
+                if before < within {
+                    Plan::TotalsMinusBefore
+                } else {
+                    Plan::Window
+                }
+            }
+            _ => Plan::Empty,
+        }
+    }
+}
+
+/// Oldest and newest `last_seen` of a product in `table` (an aggregate
+/// keyed by (product, last_seen, ..)): each an index lookup.
+fn day_span(
+    conn: &mut DbConn,
+    table: &str,
+    product: &str,
+) -> QueryResult<(Option<NaiveDate>, Option<NaiveDate>)> {
+    #[derive(QueryableByName)]
+    struct Span {
+        #[diesel(sql_type = Nullable<Date>)]
+        oldest: Option<NaiveDate>,
+        #[diesel(sql_type = Nullable<Date>)]
+        newest: Option<NaiveDate>,
+    }
+    // Two subqueries: SQLite answers a lone MIN or MAX from the index, not
+    // both in one SELECT.
+    let sql = format!(
+        "SELECT (SELECT MIN(last_seen) FROM {table} WHERE product = ?) AS oldest, \
+         (SELECT MAX(last_seen) FROM {table} WHERE product = ?) AS newest"
+    );
+    let rows = load!(conn, &sql, Span, |q| q
+        .bind::<Text, _>(product)
+        .bind::<Text, _>(product))?;
+    Ok(rows
+        .into_iter()
+        .next()
+        .map_or((None, None), |s| (s.oldest, s.newest)))
+}
+
 /// Sums `instance_values` of `kind` (and `name`, when given) over instances
-/// last seen on or after `since`.
+/// last seen on or after `since`: from the per-day rows of the window, or
+/// as the all-days totals minus the days before it, whichever reads fewer
+/// rows (same answer; groups whose count is zero may or may not appear).
 pub fn value_counts(
     conn: &mut DbConn,
     product: &str,
@@ -67,10 +132,69 @@ pub fn value_counts(
     kind: &str,
     name: Option<&str>,
 ) -> QueryResult<Vec<ValueCount>> {
+    match Plan::of(day_span(conn, "instance_values", product)?, since) {
+        Plan::Empty => Ok(Vec::new()),
+        Plan::Window => value_counts_per_day(conn, product, since, ">=", kind, name),
+        Plan::TotalsMinusBefore => {
+            let mut counts: HashMap<(String, String), i64> =
+                value_totals(conn, product, kind, name)?
+                    .into_iter()
+                    .map(|r| ((r.name, r.value), r.instances))
+                    .collect();
+            for r in value_counts_per_day(conn, product, since, "<", kind, name)? {
+                *counts.entry((r.name, r.value)).or_default() -= r.instances;
+            }
+            Ok(counts
+                .into_iter()
+                .filter(|(_, n)| *n != 0)
+                .map(|((name, value), instances)| ValueCount {
+                    name,
+                    value,
+                    instances,
+                })
+                .collect())
+        }
+    }
+}
+
+/// All-days totals of `instance_values` of `kind` (and `name`).
+fn value_totals(
+    conn: &mut DbConn,
+    product: &str,
+    kind: &str,
+    name: Option<&str>,
+) -> QueryResult<Vec<ValueCount>> {
+    let sql = format!(
+        "SELECT name, value, instances FROM instance_value_totals \
+         WHERE product = ? AND kind = ?{}",
+        if name.is_some() { " AND name = ?" } else { "" }
+    );
+    let name = name.unwrap_or_default();
+    let with_name = !name.is_empty();
+    load!(conn, &sql, ValueCount, |q| {
+        let q = q.bind::<Text, _>(product).bind::<Text, _>(kind);
+        if with_name {
+            q.bind::<Text, _>(name)
+        } else {
+            q
+        }
+    })
+}
+
+/// Sums `instance_values` of `kind` (and `name`) over the days compared
+/// with `since` by `op` (`>=`: the window, `<`: the days before it).
+fn value_counts_per_day(
+    conn: &mut DbConn,
+    product: &str,
+    since: NaiveDate,
+    op: &str,
+    kind: &str,
+    name: Option<&str>,
+) -> QueryResult<Vec<ValueCount>> {
     let sql = format!(
         "SELECT name, value, CAST(SUM(instances) AS BIGINT) AS instances \
          FROM instance_values \
-         WHERE product = ? AND last_seen >= ? AND kind = ?{} \
+         WHERE product = ? AND last_seen {op} ? AND kind = ?{} \
          GROUP BY name, value",
         if name.is_some() { " AND name = ?" } else { "" }
     );
@@ -103,18 +227,59 @@ pub struct CounterBucket {
 }
 
 /// Sums `instance_counters` per counter and fine bucket over instances last
-/// seen on or after `since`.
+/// seen on or after `since`, like [`value_counts`] from the window or from
+/// the all-days totals minus the days before it.
 pub fn counter_buckets(
     conn: &mut DbConn,
     product: &str,
     since: NaiveDate,
 ) -> QueryResult<Vec<CounterBucket>> {
-    let sql = "SELECT counter, bucket, CAST(SUM(instances) AS BIGINT) AS instances, \
-               CAST(SUM(total) AS BIGINT) AS total \
-               FROM instance_counters \
-               WHERE product = ? AND last_seen >= ? \
-               GROUP BY counter, bucket";
-    load!(conn, sql, CounterBucket, |q| q
+    match Plan::of(day_span(conn, "instance_counters", product)?, since) {
+        Plan::Empty => Ok(Vec::new()),
+        Plan::Window => counter_buckets_per_day(conn, product, since, ">="),
+        Plan::TotalsMinusBefore => {
+            let sql = "SELECT counter, bucket, instances, total \
+                       FROM instance_counter_totals WHERE product = ?";
+            let totals = load!(conn, sql, CounterBucket, |q| q.bind::<Text, _>(product))?;
+            let mut buckets: HashMap<(String, i64), (i64, i64)> = totals
+                .into_iter()
+                .map(|r| ((r.counter, r.bucket), (r.instances, r.total)))
+                .collect();
+            for r in counter_buckets_per_day(conn, product, since, "<")? {
+                let e = buckets.entry((r.counter, r.bucket)).or_default();
+                e.0 -= r.instances;
+                e.1 -= r.total;
+            }
+            Ok(buckets
+                .into_iter()
+                .filter(|(_, (n, t))| *n != 0 || *t != 0)
+                .map(|((counter, bucket), (instances, total))| CounterBucket {
+                    counter,
+                    bucket,
+                    instances,
+                    total,
+                })
+                .collect())
+        }
+    }
+}
+
+/// Sums `instance_counters` per counter and bucket over the days compared
+/// with `since` by `op`.
+fn counter_buckets_per_day(
+    conn: &mut DbConn,
+    product: &str,
+    since: NaiveDate,
+    op: &str,
+) -> QueryResult<Vec<CounterBucket>> {
+    let sql = format!(
+        "SELECT counter, bucket, CAST(SUM(instances) AS BIGINT) AS instances, \
+         CAST(SUM(total) AS BIGINT) AS total \
+         FROM instance_counters \
+         WHERE product = ? AND last_seen {op} ? \
+         GROUP BY counter, bucket"
+    );
+    load!(conn, &sql, CounterBucket, |q| q
         .bind::<Text, _>(product)
         .bind::<Date, _>(since))
 }

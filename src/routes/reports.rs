@@ -47,6 +47,7 @@ async fn intake_v1(
 ) -> Result<HttpResponse, ApiError> {
     require_content_type(req, "application/json")?;
     require_utf8(req)?;
+    let payload = refuse_early(payload, state).await?;
     let body = read_body(req, payload, state.request_timeout).await?;
     let report = validation::parse_v1(&body, &state.catalog).map_err(ApiError::Invalid)?;
     ingest(report, state).await
@@ -58,10 +59,39 @@ async fn intake_legacy(
     state: &AppState,
 ) -> Result<HttpResponse, ApiError> {
     require_content_type(req, "application/x-www-form-urlencoded")?;
+    let payload = refuse_early(payload, state).await?;
     let body = read_body(req, payload, state.request_timeout).await?;
     let report = validation::parse_legacy(&body, &state.catalog, &state.legacy_product)
         .map_err(ApiError::Invalid)?;
     ingest(report, state).await
+}
+
+/// Refuses at once when the writer could not take a report now (see
+/// `Ingest::check_room`), before the body is parsed, validated and
+/// anonymised, so that refusals under overload leave the CPU to the writer.
+/// The body is still drained, unparsed: the HTTP stack closes a connection
+/// whose request body was left unread, and every refused client would then
+/// reconnect to retry.
+async fn refuse_early(payload: web::Payload, state: &AppState) -> Result<web::Payload, ApiError> {
+    match state.ingest.check_room() {
+        Ok(()) => Ok(payload),
+        Err(e) => {
+            let _ = tokio::time::timeout(state.request_timeout, discard_body(payload)).await;
+            Err(e.into())
+        }
+    }
+}
+
+/// Reads and drops a body, up to the body limit (a larger one is left
+/// unread, and its connection closed).
+async fn discard_body(mut payload: web::Payload) {
+    let mut read = 0;
+    while let Some(Ok(chunk)) = payload.next().await {
+        read += chunk.len();
+        if read > MAX_BODY_BYTES {
+            return;
+        }
+    }
 }
 
 /// Counts the outcome of one report request for `GET /metrics`.

@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 
 use anonstats::anonymize::InstanceState;
-use anonstats::schema::{instance_counters, instance_values, instances};
+use anonstats::schema::{
+    instance_counter_totals, instance_counters, instance_value_totals, instance_values, instances,
+};
 use anonstats::store::bucket_of;
 use chrono::NaiveDate;
 use diesel::prelude::*;
@@ -104,5 +106,65 @@ pub fn assert_aggregates_match_instances(db: &TestDb) {
     assert_eq!(
         got_counters, want_counters,
         "instance_counters drifted from instances"
+    );
+    assert_totals_match(db, &want_values, &want_counters);
+}
+
+type ValueTotals = BTreeMap<(String, String, String, String), i64>;
+type CounterTotals = BTreeMap<(String, String, i64), (i64, i64)>;
+
+/// The all-days totals equal the per-day aggregates summed over days.
+fn assert_totals_match(db: &TestDb, values: &Values, counters: &Counters) {
+    let mut want_values = ValueTotals::new();
+    for ((p, _, k, n, v), c) in values {
+        *want_values
+            .entry((p.clone(), k.clone(), n.clone(), v.clone()))
+            .or_default() += c;
+    }
+    want_values.retain(|_, c| *c != 0);
+    let mut want_counters = CounterTotals::new();
+    for ((p, _, c, b), (n, t)) in counters {
+        let e = want_counters.entry((p.clone(), c.clone(), *b)).or_default();
+        e.0 += n;
+        e.1 += t;
+    }
+    want_counters.retain(|_, (n, t)| *n != 0 || *t != 0);
+
+    let mut conn = db.conn();
+    let got_values: ValueTotals = instance_value_totals::table
+        .select((
+            instance_value_totals::product,
+            instance_value_totals::kind,
+            instance_value_totals::name,
+            instance_value_totals::value,
+            instance_value_totals::instances,
+        ))
+        .load::<(String, String, String, String, i64)>(&mut conn)
+        .expect("load instance_value_totals")
+        .into_iter()
+        .filter(|v| v.4 != 0)
+        .map(|(p, k, n, v, c)| ((p, k, n, v), c))
+        .collect();
+    let got_counters: CounterTotals = instance_counter_totals::table
+        .select((
+            instance_counter_totals::product,
+            instance_counter_totals::counter,
+            instance_counter_totals::bucket,
+            instance_counter_totals::instances,
+            instance_counter_totals::total,
+        ))
+        .load::<(String, String, i64, i64, i64)>(&mut conn)
+        .expect("load instance_counter_totals")
+        .into_iter()
+        .filter(|c| c.3 != 0 || c.4 != 0)
+        .map(|(p, c, b, n, t)| ((p, c, b), (n, t)))
+        .collect();
+    assert_eq!(
+        got_values, want_values,
+        "instance_value_totals drifted from the per-day aggregates"
+    );
+    assert_eq!(
+        got_counters, want_counters,
+        "instance_counter_totals drifted from the per-day aggregates"
     );
 }

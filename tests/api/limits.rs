@@ -138,6 +138,16 @@ async fn database_outage_and_full_queue_give_503(db: TestDb) {
     );
     let readiness = app.get("/readyz").await;
     assert_eq!(readiness.status, 503);
+    if app.db.backend == Backend::Postgres {
+        // The database is gone for good until renamed back, so the collector
+        // knows it is down: a report is refused before its body is even
+        // read, and so a malformed one gets 503 too, not 400.
+        let reply = app
+            .post("/api/v1/reports", "application/json", b"{not json".to_vec())
+            .await;
+        assert_eq!(reply.status, 503, "{}", reply.text());
+        assert!(reply.header("retry-after").is_some());
+    }
 
     match app.db.backend {
         Backend::Sqlite => blocker.batch_execute("ROLLBACK").unwrap(),

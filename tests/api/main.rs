@@ -27,4 +27,5 @@ mod stats;
 mod stats_consistency;
 mod stats_privacy;
 mod stats_seed;
+mod stats_windows;
 mod validation;
