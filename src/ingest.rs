@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 use crate::anonymize::Record;
 use crate::db::Pool;
 use crate::metrics::{self, Histogram, BATCH_SIZE_BUCKETS, COMMIT_SECONDS_BUCKETS};
-use crate::store::{self, Outcome};
+use crate::store::{self, CommitSync, Outcome};
 
 /// How long the writer waits for a connection before failing a batch: well
 /// under the one second within which a client must hear 503.
@@ -145,6 +145,7 @@ pub struct Ingest {
 /// [`Writer::join`] drains the queue and stops it.
 pub struct Writer {
     thread: JoinHandle<()>,
+    syncer: JoinHandle<()>,
     checkpointer: Option<(mpsc::Sender<()>, JoinHandle<()>)>,
 }
 
@@ -152,6 +153,8 @@ impl Writer {
     /// Waits until every queued report has been written or answered.
     pub fn join(self) {
         let _ = self.thread.join();
+        // The writer dropped its end: the syncer answers what it holds and stops.
+        let _ = self.syncer.join();
         if let Some((stop, thread)) = self.checkpointer {
             drop(stop);
             let _ = thread.join();
@@ -196,11 +199,22 @@ pub fn start(pool: Pool, config: WriterConfig) -> (Ingest, Writer) {
         capacity: config.queue_capacity,
     };
     let pool_for_checkpoints = pool.clone();
+    let (to_syncer, committed) = mpsc::sync_channel(SYNC_QUEUE);
+    let syncer = {
+        let (pool, state) = (pool.clone(), state.clone());
+        std::thread::Builder::new()
+            .name("anonstats-sync".into())
+            .spawn(move || {
+                raise_priority();
+                syncer(committed, &state, |sync| sync.sync(&pool, CONNECTION_WAIT))
+            })
+            .expect("spawn sync thread")
+    };
     let thread = std::thread::Builder::new()
         .name("anonstats-writer".into())
         .spawn(move || {
             raise_priority();
-            run(rx, pool, config, state)
+            run(rx, pool, config, state, to_syncer)
         })
         .expect("spawn writer thread");
     let (stop, stopped) = mpsc::channel();
@@ -213,6 +227,7 @@ pub fn start(pool: Pool, config: WriterConfig) -> (Ingest, Writer) {
         ingest,
         Writer {
             thread,
+            syncer,
             checkpointer,
         },
     )
@@ -292,7 +307,25 @@ fn raise_priority() {
     }
 }
 
-fn run(rx: Receiver<Job>, pool: Pool, config: WriterConfig, state: Arc<WriterState>) {
+fn run(
+    rx: Receiver<Job>,
+    pool: Pool,
+    config: WriterConfig,
+    state: Arc<WriterState>,
+    syncer: SyncSender<Committed>,
+) {
+    let mut writer = BatchWriter {
+        pool,
+        config,
+        state,
+        syncer,
+        sync: None,
+    };
+    let (pool, config, state) = (
+        writer.pool.clone(),
+        writer.config.clone(),
+        writer.state.clone(),
+    );
     let mut batch: Vec<Job> = Vec::with_capacity(config.max_batch);
     let mut last_probe: Option<Instant> = None;
     loop {
@@ -318,7 +351,7 @@ fn run(rx: Receiver<Job>, pool: Pool, config: WriterConfig, state: Arc<WriterSta
             }
         }
         state.queued.fetch_sub(batch.len(), Ordering::Relaxed);
-        write(&pool, &config, &state, &mut batch);
+        writer.write(&mut batch);
     }
     tracing::debug!("writer stopped: queue drained");
 }
@@ -334,63 +367,248 @@ fn probe(pool: &Pool, state: &WriterState) {
     }
 }
 
-fn write(pool: &Pool, config: &WriterConfig, state: &WriterState, batch: &mut Vec<Job>) {
-    // Reports queued just before the database was found down are refused
-    // without another attempt: the probe decides when to try again.
-    if state.database_down() {
-        for job in batch.drain(..) {
-            let _ = job.reply.send(Err(IngestError::Unavailable));
+/// Batches committed but not yet known to be on disk, beyond which the
+/// writer waits for the syncer: bounds what a failed flush can refuse.
+const SYNC_QUEUE: usize = 2;
+
+/// A committed batch waiting for the flush that makes it durable.
+struct Committed {
+    sync: Arc<CommitSync>,
+    replies: Vec<Reply>,
+    outcomes: Vec<Outcome>,
+    started: Instant,
+}
+
+type Reply = oneshot::Sender<Result<Outcome, IngestError>>;
+
+/// The writer thread's side: writes batches, hands them to the syncer.
+struct BatchWriter {
+    pool: Pool,
+    config: WriterConfig,
+    state: Arc<WriterState>,
+    syncer: SyncSender<Committed>,
+    /// How commits are made durable after the fact, found on the first
+    /// batch; `Some(None)` when they cannot be, and each commit flushes.
+    sync: Option<Option<Arc<CommitSync>>>,
+}
+
+impl BatchWriter {
+    fn write(&mut self, batch: &mut Vec<Job>) {
+        let state = &*self.state;
+        // Reports queued just before the database was found down are refused
+        // without another attempt: the probe decides when to try again.
+        if state.database_down() {
+            for job in batch.drain(..) {
+                let _ = job.reply.send(Err(IngestError::Unavailable));
+            }
+            return;
         }
-        return;
-    }
-    // Moved out of the jobs, not cloned: a record owns a dozen strings.
-    let (records, replies): (Vec<Record>, Vec<_>) =
-        batch.drain(..).map(|j| (j.record, j.reply)).unzip();
-    let started = Instant::now();
-    let result = (|| {
-        let mut conn = pool.get_timeout(CONNECTION_WAIT).map_err(|e| {
-            tracing::warn!(error = %e, "database unavailable");
-            IngestError::Unavailable
-        })?;
-        let mut attempt = 1;
-        loop {
-            match store::write_batch(&mut conn, &records) {
-                Ok(outcomes) => return Ok(outcomes),
-                Err(e) if store::is_retryable(&e) && attempt < config.max_attempts => {
-                    tracing::debug!(error = %e, attempt, "retrying batch after a conflict");
-                    attempt += 1;
+        // Moved out of the jobs, not cloned: a record owns a dozen strings.
+        let (records, replies): (Vec<Record>, Vec<_>) =
+            batch.drain(..).map(|j| (j.record, j.reply)).unzip();
+        let started = Instant::now();
+        let result = (|| {
+            let mut conn = self.pool.get_timeout(CONNECTION_WAIT).map_err(|e| {
+                tracing::warn!(error = %e, "database unavailable");
+                IngestError::Unavailable
+            })?;
+            if self.sync.is_none() {
+                let found = store::CommitSync::of(&mut conn).map_err(|e| {
+                    tracing::error!(error = %e, "cannot inspect the database");
+                    IngestError::Unavailable
+                })?;
+                self.sync = Some(found.map(Arc::new));
+            }
+            let deferred = self.sync.clone().flatten();
+            let mut attempt = 1;
+            loop {
+                let written = match deferred {
+                    Some(_) => store::write_batch_unsynced(&mut conn, &records),
+                    None => store::write_batch(&mut conn, &records),
+                };
+                match written {
+                    Ok(outcomes) => return Ok((outcomes, deferred)),
+                    Err(e) if store::is_retryable(&e) && attempt < self.config.max_attempts => {
+                        tracing::debug!(error = %e, attempt, "retrying batch after a conflict");
+                        attempt += 1;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, reports = records.len(), "batch not stored");
+                        return Err(IngestError::Unavailable);
+                    }
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, reports = records.len(), "batch not stored");
-                    return Err(IngestError::Unavailable);
+            }
+        })();
+        state.healthy.store(result.is_ok(), Ordering::Relaxed);
+        state.batch_size.observe(records.len() as f64);
+        match result {
+            Ok((outcomes, Some(sync))) => {
+                tracing::debug!(
+                    reports = records.len(),
+                    elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+                    "batch committed, waiting for the flush"
+                );
+                let committed = Committed {
+                    sync,
+                    replies,
+                    outcomes,
+                    started,
+                };
+                // Blocks while the syncer is SYNC_QUEUE batches behind.
+                if let Err(mpsc::SendError(c)) = self.syncer.send(committed) {
+                    answer(c.replies, Err(IngestError::Unavailable));
+                }
+            }
+            Ok((outcomes, None)) => {
+                state
+                    .commit_seconds
+                    .observe(metrics::seconds(started.elapsed()));
+                tracing::debug!(
+                    reports = records.len(),
+                    elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+                    "batch committed"
+                );
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                state.mark_down();
+                answer(replies, Err(e));
+            }
+        }
+    }
+}
+
+fn answer(replies: Vec<Reply>, result: Result<Outcome, IngestError>) {
+    for reply in replies {
+        let _ = reply.send(result);
+    }
+}
+
+/// The sync thread: flushes once for every committed batch waiting, then
+/// answers their requests. A failed flush answers 503 (the reports may or
+/// may not survive a crash; sent again, they are recognised as duplicates
+/// if they did) and marks the database down until a probe succeeds.
+fn syncer(
+    committed: Receiver<Committed>,
+    state: &WriterState,
+    mut flush: impl FnMut(&CommitSync) -> Result<(), store::SyncError>,
+) {
+    while let Ok(first) = committed.recv() {
+        let mut group = vec![first];
+        while let Ok(more) = committed.try_recv() {
+            group.push(more);
+        }
+        match flush(&group[0].sync) {
+            Ok(()) => {
+                for c in group {
+                    state
+                        .commit_seconds
+                        .observe(metrics::seconds(c.started.elapsed()));
+                    for (reply, outcome) in c.replies.into_iter().zip(c.outcomes) {
+                        let _ = reply.send(Ok(outcome));
+                    }
+                }
+            }
+            Err(e) => {
+                let reports: usize = group.iter().map(|c| c.replies.len()).sum();
+                tracing::error!(error = %e, reports, "commit not confirmed on disk");
+                state.healthy.store(false, Ordering::Relaxed);
+                state.mark_down();
+                for c in group {
+                    answer(c.replies, Err(IngestError::Unavailable));
                 }
             }
         }
-    })();
-    state.healthy.store(result.is_ok(), Ordering::Relaxed);
-    state.batch_size.observe(records.len() as f64);
-    if result.is_ok() {
-        state
-            .commit_seconds
-            .observe(metrics::seconds(started.elapsed()));
-    } else {
-        state.mark_down();
     }
-    match result {
-        Ok(outcomes) => {
-            tracing::debug!(
-                reports = records.len(),
-                elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
-                "batch committed"
-            );
-            for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                let _ = reply.send(Ok(outcome));
-            }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    fn committed(
+        sync: &Arc<CommitSync>,
+        n: usize,
+    ) -> (
+        Committed,
+        Vec<oneshot::Receiver<Result<Outcome, IngestError>>>,
+    ) {
+        let (replies, answers): (Vec<_>, Vec<_>) = (0..n).map(|_| oneshot::channel()).unzip();
+        let c = Committed {
+            sync: sync.clone(),
+            replies,
+            outcomes: vec![Outcome::Accepted; n],
+            started: Instant::now(),
+        };
+        (c, answers)
+    }
+
+    #[test]
+    fn reports_are_answered_only_after_the_flush() {
+        let sync = Arc::new(CommitSync::Postgres);
+        let (tx, rx) = mpsc::sync_channel(SYNC_QUEUE);
+        let (batch, mut answers) = committed(&sync, 3);
+        tx.send(batch).unwrap();
+        drop(tx);
+        let seen_before_flush = Mutex::new(Vec::new());
+        let state = WriterState::default();
+        syncer(rx, &state, |_| {
+            // Nothing may have been answered yet.
+            let pending: Vec<bool> = answers.iter_mut().map(|a| a.try_recv().is_err()).collect();
+            seen_before_flush.lock().unwrap().extend(pending);
+            Ok(())
+        });
+        assert_eq!(*seen_before_flush.lock().unwrap(), vec![true; 3]);
+        for mut a in answers {
+            assert_eq!(a.try_recv().unwrap(), Ok(Outcome::Accepted));
         }
-        Err(e) => {
-            for reply in replies {
-                let _ = reply.send(Err(e));
-            }
+        assert!(!state.database_down());
+        assert_eq!(state.commit_seconds.count(), 1);
+    }
+
+    #[test]
+    fn a_failed_flush_answers_503_and_marks_the_database_down() {
+        // A directory cannot be opened for writing: the flush fails as a
+        // disk error would.
+        let dir = std::env::temp_dir();
+        let sync = Arc::new(CommitSync::SqliteWal(dir));
+        let (tx, rx) = mpsc::sync_channel(SYNC_QUEUE);
+        let (first, first_answers) = committed(&sync, 2);
+        let (second, second_answers) = committed(&sync, 1);
+        tx.send(first).unwrap();
+        tx.send(second).unwrap();
+        drop(tx);
+        let flushes = AtomicUsize::new(0);
+        let state = WriterState::default();
+        syncer(rx, &state, |s| {
+            flushes.fetch_add(1, Ordering::Relaxed);
+            s.sync(
+                &crate::db::pool("sqlite::memory:", 1),
+                Duration::from_millis(10),
+            )
+        });
+        // Both batches waited for the same flush.
+        assert_eq!(flushes.load(Ordering::Relaxed), 1);
+        for mut a in first_answers.into_iter().chain(second_answers) {
+            assert_eq!(a.try_recv().unwrap(), Err(IngestError::Unavailable));
         }
+        assert!(state.database_down());
+        assert!(!state.healthy());
+    }
+
+    #[test]
+    fn flushing_the_wal_of_a_file_succeeds_and_a_missing_wal_needs_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = dir.path().join("db.sqlite-wal");
+        let pool = crate::db::pool("sqlite::memory:", 1);
+        let missing = CommitSync::SqliteWal(wal.clone());
+        assert!(missing.sync(&pool, Duration::from_millis(10)).is_ok());
+        std::fs::write(&wal, b"frames").unwrap();
+        assert!(CommitSync::SqliteWal(wal)
+            .sync(&pool, Duration::from_millis(10))
+            .is_ok());
     }
 }

@@ -113,6 +113,121 @@ pub fn write_batch(conn: &mut DbConn, records: &[Record]) -> QueryResult<Vec<Out
     }
 }
 
+/// Writes a batch like [`write_batch`], but returns as soon as it is
+/// committed, before the commit is known to be on disk; the caller must run
+/// [`CommitSync::sync`] before it tells anyone the reports are stored.
+///
+/// This lets the writer prepare and commit the next batch while the disk
+/// flushes the previous one, instead of waiting for every flush in turn.
+/// Other connections may read the batch before it is durable; if the
+/// machine fails before the sync, the batch is lost, but nothing was
+/// acknowledged, and the clients send the same reports again.
+pub fn write_batch_unsynced(conn: &mut DbConn, records: &[Record]) -> QueryResult<Vec<Outcome>> {
+    use diesel::connection::SimpleConnection;
+    match conn {
+        DbConn::Sqlite(c) => {
+            // In WAL mode NORMAL writes the commit to the WAL without
+            // flushing it; every other use of the connection keeps FULL.
+            c.batch_execute("PRAGMA synchronous = NORMAL")?;
+            let result = c.immediate_transaction(|c| {
+                let mut conn = BatchConn::Sqlite(c);
+                write_batch_in(&mut conn, records)
+            });
+            c.batch_execute("PRAGMA synchronous = FULL")?;
+            result
+        }
+        DbConn::Pg(c) => c.transaction(|c| {
+            // For this transaction only: the commit does not wait for the
+            // WAL flush, which the next synchronous commit performs.
+            c.batch_execute("SET LOCAL synchronous_commit = off")?;
+            let mut conn = BatchConn::Pg(c);
+            write_batch_in(&mut conn, records)
+        }),
+    }
+}
+
+/// Makes the commits of [`write_batch_unsynced`] durable, one flush for all
+/// the batches committed before it was called.
+#[derive(Debug, Clone)]
+pub enum CommitSync {
+    /// SQLite: flush the write-ahead log file (`fdatasync`), as a commit
+    /// with `synchronous = FULL` does.
+    SqliteWal(std::path::PathBuf),
+    /// PostgreSQL: commit a transaction that has a transaction id with
+    /// `synchronous_commit = on`; its commit record comes after every
+    /// earlier commit in the WAL, and the server flushes the WAL up to it
+    /// before answering.
+    Postgres,
+}
+
+/// Why [`CommitSync::sync`] could not confirm that commits are on disk.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("cannot flush the write-ahead log: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Database(#[from] DieselError),
+}
+
+impl CommitSync {
+    /// How commits on this database are made durable later, or `None` when
+    /// they cannot be (an SQLite database without a file, or not in WAL
+    /// mode): the writer then uses [`write_batch`].
+    pub fn of(conn: &mut DbConn) -> QueryResult<Option<CommitSync>> {
+        #[derive(QueryableByName)]
+        struct Text {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            value: String,
+        }
+        match conn {
+            DbConn::Pg(_) => Ok(Some(CommitSync::Postgres)),
+            DbConn::Sqlite(c) => {
+                let mode =
+                    diesel::sql_query("SELECT journal_mode AS value FROM pragma_journal_mode")
+                        .get_result::<Text>(c)?;
+                let file = diesel::sql_query(
+                    "SELECT file AS value FROM pragma_database_list WHERE name = 'main'",
+                )
+                .get_result::<Text>(c)?;
+                Ok(
+                    (mode.value.eq_ignore_ascii_case("wal") && !file.value.is_empty())
+                        .then(|| CommitSync::SqliteWal(format!("{}-wal", file.value).into())),
+                )
+            }
+        }
+    }
+
+    /// Returns once every batch committed before the call is on disk. On
+    /// PostgreSQL it takes a connection from `pool`, waiting at most `wait`.
+    pub fn sync(&self, pool: &crate::db::Pool, wait: std::time::Duration) -> Result<(), SyncError> {
+        match self {
+            CommitSync::SqliteWal(path) => {
+                // Opened by name each time: SQLite may replace the file, and
+                // only ever after everything in it reached the database file.
+                match std::fs::OpenOptions::new().write(true).open(path) {
+                    Ok(file) => file.sync_data()?,
+                    // No log: every commit was checkpointed and synced.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e.into()),
+                }
+                Ok(())
+            }
+            CommitSync::Postgres => {
+                let mut conn = pool.get_timeout(wait).map_err(|e| {
+                    DieselError::DatabaseError(
+                        DatabaseErrorKind::UnableToSendCommand,
+                        Box::new(format!("no connection for the commit flush: {e}")),
+                    )
+                })?;
+                if let DbConn::Pg(c) = &mut *conn {
+                    c.transaction(|c| diesel::sql_query("SELECT txid_current()").execute(c))?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 /// The connection inside a batch transaction.
 enum BatchConn<'a> {
     Pg(&'a mut PgConnection),
