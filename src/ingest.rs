@@ -73,6 +73,9 @@ struct Job {
 #[derive(Debug)]
 pub struct WriterState {
     queued: AtomicUsize,
+    /// Reports the writer took from the queue and has not answered yet
+    /// (in the transaction, or committed and waiting for the flush).
+    unanswered: AtomicUsize,
     healthy: AtomicBool,
     /// Set after a failed connection or transaction, cleared by a probe that
     /// reached the database.
@@ -88,6 +91,7 @@ impl Default for WriterState {
     fn default() -> Self {
         WriterState {
             queued: AtomicUsize::new(0),
+            unanswered: AtomicUsize::new(0),
             healthy: AtomicBool::new(true),
             database_down: AtomicBool::new(false),
             database_errors: AtomicU64::new(0),
@@ -119,6 +123,16 @@ impl WriterState {
         self.database_errors.load(Ordering::Relaxed)
     }
 
+    /// Reports held by the collector until they are answered: queued, being
+    /// written, or waiting for the flush.
+    fn held(&self) -> usize {
+        self.queue_depth() + self.unanswered.load(Ordering::Relaxed)
+    }
+
+    fn answered(&self, n: usize) {
+        self.unanswered.fetch_sub(n, Ordering::Relaxed);
+    }
+
     fn mark_down(&self) {
         self.database_errors.fetch_add(1, Ordering::Relaxed);
         if !self.database_down.swap(true, Ordering::Relaxed) {
@@ -139,6 +153,9 @@ pub struct Ingest {
     tx: SyncSender<Job>,
     state: Arc<WriterState>,
     capacity: usize,
+    /// Most reports held at once (queue plus one batch): each holds a
+    /// connection and its buffers, so this bounds memory under overload.
+    max_held: usize,
 }
 
 /// Owns the writer thread; dropping every [`Ingest`] and calling
@@ -197,6 +214,7 @@ pub fn start(pool: Pool, config: WriterConfig) -> (Ingest, Writer) {
         tx,
         state: state.clone(),
         capacity: config.queue_capacity,
+        max_held: config.queue_capacity + config.max_batch,
     };
     let pool_for_checkpoints = pool.clone();
     let (to_syncer, committed) = mpsc::sync_channel(SYNC_QUEUE);
@@ -241,6 +259,9 @@ impl Ingest {
         if self.state.database_down() {
             return Err(IngestError::Unavailable);
         }
+        if self.state.held() >= self.max_held {
+            return Err(IngestError::Overloaded);
+        }
         let (reply, answer) = oneshot::channel();
         // Counted before sending so that the writer never subtracts first.
         self.state.queued.fetch_add(1, Ordering::Relaxed);
@@ -263,7 +284,7 @@ impl Ingest {
     pub fn check_room(&self) -> Result<(), IngestError> {
         if self.state.database_down() {
             Err(IngestError::Unavailable)
-        } else if self.state.queue_depth() >= self.capacity {
+        } else if self.state.queue_depth() >= self.capacity || self.state.held() >= self.max_held {
             Err(IngestError::Overloaded)
         } else {
             Ok(())
@@ -350,6 +371,9 @@ fn run(
                 Err(_) => break,
             }
         }
+        // Counted as unanswered before leaving the queue count, so that
+        // the total held is never under-counted.
+        state.unanswered.fetch_add(batch.len(), Ordering::Relaxed);
         state.queued.fetch_sub(batch.len(), Ordering::Relaxed);
         writer.write(&mut batch);
     }
@@ -398,6 +422,7 @@ impl BatchWriter {
         // Reports queued just before the database was found down are refused
         // without another attempt: the probe decides when to try again.
         if state.database_down() {
+            state.answered(batch.len());
             for job in batch.drain(..) {
                 let _ = job.reply.send(Err(IngestError::Unavailable));
             }
@@ -456,7 +481,7 @@ impl BatchWriter {
                 };
                 // Blocks while the syncer is SYNC_QUEUE batches behind.
                 if let Err(mpsc::SendError(c)) = self.syncer.send(committed) {
-                    answer(c.replies, Err(IngestError::Unavailable));
+                    answer(state, c.replies, Err(IngestError::Unavailable));
                 }
             }
             Ok((outcomes, None)) => {
@@ -468,19 +493,21 @@ impl BatchWriter {
                     elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
                     "batch committed"
                 );
+                state.answered(replies.len());
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _ = reply.send(Ok(outcome));
                 }
             }
             Err(e) => {
                 state.mark_down();
-                answer(replies, Err(e));
+                answer(state, replies, Err(e));
             }
         }
     }
 }
 
-fn answer(replies: Vec<Reply>, result: Result<Outcome, IngestError>) {
+fn answer(state: &WriterState, replies: Vec<Reply>, result: Result<Outcome, IngestError>) {
+    state.answered(replies.len());
     for reply in replies {
         let _ = reply.send(result);
     }
@@ -506,6 +533,7 @@ fn syncer(
                     state
                         .commit_seconds
                         .observe(metrics::seconds(c.started.elapsed()));
+                    state.answered(c.replies.len());
                     for (reply, outcome) in c.replies.into_iter().zip(c.outcomes) {
                         let _ = reply.send(Ok(outcome));
                     }
@@ -517,7 +545,7 @@ fn syncer(
                 state.healthy.store(false, Ordering::Relaxed);
                 state.mark_down();
                 for c in group {
-                    answer(c.replies, Err(IngestError::Unavailable));
+                    answer(state, c.replies, Err(IngestError::Unavailable));
                 }
             }
         }
@@ -555,6 +583,7 @@ mod tests {
         drop(tx);
         let seen_before_flush = Mutex::new(Vec::new());
         let state = WriterState::default();
+        state.unanswered.store(3, Ordering::Relaxed);
         syncer(rx, &state, |_| {
             // Nothing may have been answered yet.
             let pending: Vec<bool> = answers.iter_mut().map(|a| a.try_recv().is_err()).collect();
@@ -567,6 +596,24 @@ mod tests {
         }
         assert!(!state.database_down());
         assert_eq!(state.commit_seconds.count(), 1);
+        assert_eq!(state.held(), 0);
+    }
+
+    #[test]
+    fn reports_waiting_for_the_flush_count_against_the_limit() {
+        let (tx, _rx) = mpsc::sync_channel(4);
+        let ingest = Ingest {
+            tx,
+            state: Arc::new(WriterState::default()),
+            capacity: 4,
+            max_held: 6,
+        };
+        assert_eq!(ingest.check_room(), Ok(()));
+        // The queue is empty, but six reports are being written or flushed.
+        ingest.state.unanswered.store(6, Ordering::Relaxed);
+        assert_eq!(ingest.check_room(), Err(IngestError::Overloaded));
+        ingest.state.answered(1);
+        assert_eq!(ingest.check_room(), Ok(()));
     }
 
     #[test]
@@ -583,6 +630,7 @@ mod tests {
         drop(tx);
         let flushes = AtomicUsize::new(0);
         let state = WriterState::default();
+        state.unanswered.store(3, Ordering::Relaxed);
         syncer(rx, &state, |s| {
             flushes.fetch_add(1, Ordering::Relaxed);
             s.sync(
@@ -597,6 +645,7 @@ mod tests {
         }
         assert!(state.database_down());
         assert!(!state.healthy());
+        assert_eq!(state.held(), 0);
     }
 
     #[test]

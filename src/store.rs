@@ -257,12 +257,13 @@ macro_rules! upsert_rows {
     };
 }
 
-/// Runs an `INSERT .. ON CONFLICT DO NOTHING RETURNING key` over `rows` and
-/// collects the keys actually inserted. Batched on PostgreSQL; row by row on
-/// SQLite, where diesel runs batches row by row anyway and a conflicting row
-/// returns nothing.
-macro_rules! insert_returning {
-    ($conn:expr, $rows:expr, $out:expr, |$c:ident, $values:ident| $stmt:expr) => {
+/// Runs an `INSERT .. ON CONFLICT DO NOTHING` over `rows` and collects the
+/// keys actually inserted: with `RETURNING key` in multi-row statements on
+/// PostgreSQL; on SQLite, with the row's fixed statement from
+/// [`sqlite_upsert`], kept prepared, once per row (one row changed: it was
+/// inserted).
+macro_rules! insert_new {
+    ($conn:expr, $rows:expr, $out:expr, |$row:ident| $key:expr, |$c:ident, $values:ident| $stmt:expr) => {
         match $conn {
             BatchConn::Pg(inner) => {
                 for $values in $rows.chunks(CHUNK_ROWS) {
@@ -271,9 +272,11 @@ macro_rules! insert_returning {
                 }
             }
             BatchConn::Sqlite(inner) => {
-                for $values in $rows.iter() {
-                    let $c: &mut SqliteConnection = inner;
-                    $out.extend($stmt.get_result::<Vec<u8>>($c).optional()?);
+                for $row in $rows.iter() {
+                    if sqlite_upsert::Upsert(&sqlite_upsert::New($row)).execute(&mut **inner)? == 1
+                    {
+                        $out.insert($key);
+                    }
                 }
             }
         }
@@ -293,7 +296,9 @@ mod sqlite_upsert {
     use diesel::sqlite::Sqlite;
     use diesel::{QueryResult, RunQueryDsl, SqliteConnection};
 
-    use super::{CounterRow, CounterTotalRow, EventRow, InstanceRow, ValueRow, ValueTotalRow};
+    use super::{
+        CounterRow, CounterTotalRow, EventRow, InstanceRow, ReportKey, ValueRow, ValueTotalRow,
+    };
 
     /// A row with its upsert statement: `INSERT`, the bound values, then
     /// `CONFLICT`.
@@ -348,6 +353,30 @@ mod sqlite_upsert {
     }
 
     impl<R> RunQueryDsl<SqliteConnection> for Upsert<'_, R> {}
+
+    /// A row inserted only if its key is new (`ON CONFLICT DO NOTHING`).
+    pub(super) struct New<'a, R>(pub &'a R);
+
+    impl Row for New<'_, InstanceRow> {
+        const INSERT: &'static str = "INSERT INTO instances \
+            (instance_hash, product, version, first_seen, last_seen, state) VALUES (";
+        const CONFLICT: &'static str = ") ON CONFLICT DO NOTHING";
+        type Id = New<'static, InstanceRow>;
+        fn bind<'b>(&'b self, out: &mut Values<'_, '_, 'b>) -> QueryResult<()> {
+            self.0.bind(out)
+        }
+    }
+
+    impl Row for New<'_, ReportKey> {
+        const INSERT: &'static str = "INSERT INTO seen_reports (report_hash, day) VALUES (";
+        const CONFLICT: &'static str = ") ON CONFLICT DO NOTHING";
+        type Id = New<'static, ReportKey>;
+        fn bind<'b>(&'b self, out: &mut Values<'_, '_, 'b>) -> QueryResult<()> {
+            out.push::<Binary, _>(&self.0 .0)?
+                .push::<Date, _>(&self.0 .1)?;
+            Ok(())
+        }
+    }
 
     impl Row for InstanceRow {
         const INSERT: &'static str = "INSERT INTO instances \
@@ -772,21 +801,24 @@ pub fn bucket_of(n: i64) -> i64 {
     n / scale * scale
 }
 
+/// A dedupe key: the keyed hash of a `report_id` and the day it arrived.
+type ReportKey = (Vec<u8>, NaiveDate);
+
 fn insert_report_keys(
     conn: &mut BatchConn<'_>,
-    keys: &[(Vec<u8>, NaiveDate)],
+    keys: &[ReportKey],
 ) -> QueryResult<HashSet<Vec<u8>>> {
     let mut inserted = HashSet::new();
-    let rows: Vec<_> = keys
-        .iter()
-        .map(|(h, d)| (seen_reports::report_hash.eq(h), seen_reports::day.eq(d)))
-        .collect();
-    insert_returning!(conn, rows, inserted, |c, values| diesel::insert_into(
-        seen_reports::table
-    )
-    .values(values)
-    .on_conflict_do_nothing()
-    .returning(seen_reports::report_hash));
+    insert_new!(conn, keys, inserted, |key| key.0.clone(), |c, chunk| {
+        let rows: Vec<_> = chunk
+            .iter()
+            .map(|(h, d)| (seen_reports::report_hash.eq(h), seen_reports::day.eq(d)))
+            .collect();
+        diesel::insert_into(seen_reports::table)
+            .values(rows)
+            .on_conflict_do_nothing()
+            .returning(seen_reports::report_hash)
+    });
     Ok(inserted)
 }
 
@@ -795,12 +827,16 @@ fn insert_new_instances(
     rows: &[InstanceRow],
 ) -> QueryResult<HashSet<Vec<u8>>> {
     let mut created = HashSet::new();
-    insert_returning!(conn, rows, created, |c, values| diesel::insert_into(
-        instances::table
-    )
-    .values(values)
-    .on_conflict_do_nothing()
-    .returning(instances::instance_hash));
+    insert_new!(
+        conn,
+        rows,
+        created,
+        |row| row.instance_hash.clone(),
+        |c, values| diesel::insert_into(instances::table)
+            .values(values)
+            .on_conflict_do_nothing()
+            .returning(instances::instance_hash)
+    );
     Ok(created)
 }
 
