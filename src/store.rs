@@ -10,7 +10,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use chrono::NaiveDate;
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use diesel::upsert::excluded;
 
 use crate::anonymize::{InstanceState, Record};
 use crate::db::DbConn;
@@ -153,8 +152,8 @@ pub enum CommitSync {
     /// SQLite: flush the write-ahead log file (`fdatasync`), as a commit
     /// with `synchronous = FULL` does.
     SqliteWal(std::path::PathBuf),
-    /// PostgreSQL: commit a transaction that has a transaction id with
-    /// `synchronous_commit = on`; its commit record comes after every
+    /// PostgreSQL: commit, with `synchronous_commit = on`, a transaction of
+    /// its own that writes a WAL record; its commit record comes after every
     /// earlier commit in the WAL, and the server flushes the WAL up to it
     /// before answering.
     Postgres,
@@ -220,7 +219,14 @@ impl CommitSync {
                     )
                 })?;
                 if let DbConn::Pg(c) = &mut *conn {
-                    c.transaction(|c| diesel::sql_query("SELECT txid_current()").execute(c))?;
+                    // A transaction that writes no WAL of its own commits
+                    // without a flush, even with a transaction id: this
+                    // one writes a tiny record (a logical message, callable
+                    // by any role, ignored unless a logical decoding
+                    // consumer asks for the prefix). One statement, one
+                    // round trip.
+                    diesel::sql_query("SELECT pg_logical_emit_message(true, 'anonstats', '')")
+                        .execute(c)?;
                 }
                 Ok(())
             }
@@ -234,82 +240,58 @@ enum BatchConn<'a> {
     Sqlite(&'a mut SqliteConnection),
 }
 
-/// Runs an upsert over `rows`: one multi-row statement per chunk on
-/// PostgreSQL (`$body`), and on SQLite (whose diesel backend has no
-/// multi-row upsert) the row's fixed statement from [`sqlite_upsert`], kept
-/// prepared, once per row; inside one transaction that costs microseconds
-/// per row.
-macro_rules! upsert_rows {
-    ($conn:expr, $rows:expr, |$c:ident, $values:ident| $body:expr) => {
-        match $conn {
-            BatchConn::Pg(inner) => {
-                for $values in $rows.chunks(CHUNK_ROWS) {
-                    let $c: &mut PgConnection = inner;
-                    $body;
-                }
-            }
-            BatchConn::Sqlite(inner) => {
-                for row in $rows.iter() {
-                    sqlite_upsert::Upsert(row).execute(&mut **inner)?;
-                }
-            }
-        }
-    };
-}
+/// The batch statements written out as fixed SQL with a static query id, so
+/// that diesel prepares each once per connection instead of for every use.
+/// Diesel's query builder marks every `ON CONFLICT .. DO UPDATE` as not
+/// cacheable, which made SQLite parse and plan the statement again for
+/// every row (over 40% of the collector's instructions under load), and a
+/// multi-row `VALUES` list is a new statement for PostgreSQL whenever the
+/// row count changes (see docs/performance.md).
+///
+/// The same SQL serves both backends, one row at a time on SQLite
+/// ([`Upsert`]), and on PostgreSQL the whole set at once with one array per
+/// column (`INSERT .. SELECT * FROM unnest($1, $2, ..)`, [`Bulk`]).
+mod statements {
+    use std::marker::PhantomData;
 
-/// Runs an `INSERT .. ON CONFLICT DO NOTHING` over `rows` and collects the
-/// keys actually inserted: with `RETURNING key` in multi-row statements on
-/// PostgreSQL; on SQLite, with the row's fixed statement from
-/// [`sqlite_upsert`], kept prepared, once per row (one row changed: it was
-/// inserted).
-macro_rules! insert_new {
-    ($conn:expr, $rows:expr, $out:expr, |$row:ident| $key:expr, |$c:ident, $values:ident| $stmt:expr) => {
-        match $conn {
-            BatchConn::Pg(inner) => {
-                for $values in $rows.chunks(CHUNK_ROWS) {
-                    let $c: &mut PgConnection = inner;
-                    $out.extend($stmt.get_results::<Vec<u8>>($c)?);
-                }
-            }
-            BatchConn::Sqlite(inner) => {
-                for $row in $rows.iter() {
-                    if sqlite_upsert::Upsert(&sqlite_upsert::New($row)).execute(&mut **inner)? == 1
-                    {
-                        $out.insert($key);
-                    }
-                }
-            }
-        }
-    };
-}
-
-/// SQLite upserts written out as fixed SQL with a static query id, so that
-/// diesel prepares each once per connection. Diesel's query builder marks
-/// every `ON CONFLICT .. DO UPDATE` as not cacheable, which made SQLite parse
-/// and plan the statement again for every row: over 40% of the collector's
-/// instructions under load (see docs/performance.md). Same SQL as the
-/// PostgreSQL statements below, one row at a time.
-mod sqlite_upsert {
-    use diesel::query_builder::{AstPass, QueryFragment, QueryId};
+    use chrono::NaiveDate;
+    use diesel::pg::Pg;
+    use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
     use diesel::serialize::ToSql;
-    use diesel::sql_types::{BigInt, Binary, Date, HasSqlType, Text};
+    use diesel::sql_types::{Array, BigInt, Binary, Date, HasSqlType, Text};
     use diesel::sqlite::Sqlite;
-    use diesel::{QueryResult, RunQueryDsl, SqliteConnection};
+    use diesel::{PgConnection, QueryResult, RunQueryDsl, SqliteConnection};
 
     use super::{
         CounterRow, CounterTotalRow, EventRow, InstanceRow, ReportKey, ValueRow, ValueTotalRow,
     };
 
-    /// A row with its upsert statement: `INSERT`, the bound values, then
-    /// `CONFLICT`.
+    /// A row with its statement: `INTO`, the values, then `CONFLICT`.
     pub(super) trait Row {
-        /// The statement up to its `VALUES (`.
-        const INSERT: &'static str;
-        /// The statement after its values, from the closing `)`.
+        /// `INSERT INTO table (columns)`.
+        const INTO: &'static str;
+        /// The `ON CONFLICT` clause.
         const CONFLICT: &'static str;
+        /// The key returned by PostgreSQL for rows actually inserted, when
+        /// the statement only inserts new rows.
+        const RETURNING: Option<&'static str> = None;
         /// Identifies the statement in diesel's cache.
         type Id: 'static;
+        /// Binds this row's values (SQLite).
         fn bind<'b>(&'b self, out: &mut Values<'_, '_, 'b>) -> QueryResult<()>;
+    }
+
+    /// Rows turned into one array per column, in the order of `Row::INTO`.
+    pub(super) trait Columns: Sized {
+        fn columns(rows: &[Self]) -> Vec<Column<'_>>;
+    }
+
+    /// One column of a set of rows, bound as a PostgreSQL array.
+    pub(super) enum Column<'a> {
+        Bytes(Vec<&'a [u8]>),
+        Text(Vec<&'a str>),
+        Date(Vec<NaiveDate>),
+        BigInt(Vec<i64>),
     }
 
     /// Pushes bound values separated by commas.
@@ -332,7 +314,7 @@ mod sqlite_upsert {
         }
     }
 
-    /// The upsert of one row.
+    /// The statement for one row (SQLite).
     pub(super) struct Upsert<'a, R>(pub &'a R);
 
     impl<R: Row> QueryId for Upsert<'_, R> {
@@ -342,11 +324,13 @@ mod sqlite_upsert {
 
     impl<R: Row> QueryFragment<Sqlite> for Upsert<'_, R> {
         fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
-            out.push_sql(R::INSERT);
+            out.push_sql(R::INTO);
+            out.push_sql(" VALUES (");
             self.0.bind(&mut Values {
                 out: &mut out,
                 first: true,
             })?;
+            out.push_sql(") ");
             out.push_sql(R::CONFLICT);
             Ok(())
         }
@@ -354,13 +338,68 @@ mod sqlite_upsert {
 
     impl<R> RunQueryDsl<SqliteConnection> for Upsert<'_, R> {}
 
+    /// The statement for a set of rows (PostgreSQL).
+    pub(super) struct Bulk<'a, R> {
+        columns: Vec<Column<'a>>,
+        row: PhantomData<R>,
+    }
+
+    impl<'a, R: Row> Bulk<'a, R> {
+        pub(super) fn new(columns: Vec<Column<'a>>) -> Self {
+            Bulk {
+                columns,
+                row: PhantomData,
+            }
+        }
+    }
+
+    impl<R: Row> QueryId for Bulk<'_, R> {
+        type QueryId = R::Id;
+        const HAS_STATIC_QUERY_ID: bool = true;
+    }
+
+    /// Only loaded from when `R::RETURNING` names the key column.
+    impl<R: Row> Query for Bulk<'_, R> {
+        type SqlType = Binary;
+    }
+
+    impl<R: Row> QueryFragment<Pg> for Bulk<'_, R> {
+        fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+            out.push_sql(R::INTO);
+            out.push_sql(" SELECT * FROM unnest(");
+            for (i, column) in self.columns.iter().enumerate() {
+                if i > 0 {
+                    out.push_sql(", ");
+                }
+                match column {
+                    Column::Bytes(v) => out.push_bind_param::<Array<Binary>, _>(v)?,
+                    Column::Text(v) => out.push_bind_param::<Array<Text>, _>(v)?,
+                    Column::Date(v) => out.push_bind_param::<Array<Date>, _>(v)?,
+                    Column::BigInt(v) => out.push_bind_param::<Array<BigInt>, _>(v)?,
+                }
+            }
+            out.push_sql(") ");
+            out.push_sql(R::CONFLICT);
+            if let Some(key) = R::RETURNING {
+                out.push_sql(" RETURNING ");
+                out.push_sql(key);
+            }
+            Ok(())
+        }
+    }
+
+    impl<R> RunQueryDsl<PgConnection> for Bulk<'_, R> {}
+
     /// A row inserted only if its key is new (`ON CONFLICT DO NOTHING`).
     pub(super) struct New<'a, R>(pub &'a R);
 
+    const INSTANCES: &str = "INSERT INTO instances \
+        (instance_hash, product, version, first_seen, last_seen, state)";
+
     impl Row for New<'_, InstanceRow> {
-        const INSERT: &'static str = "INSERT INTO instances \
-            (instance_hash, product, version, first_seen, last_seen, state) VALUES (";
-        const CONFLICT: &'static str = ") ON CONFLICT DO NOTHING";
+        const INTO: &'static str = INSTANCES;
+        const CONFLICT: &'static str = "ON CONFLICT DO NOTHING";
+        const RETURNING: Option<&'static str> = Some("instance_hash");
         type Id = New<'static, InstanceRow>;
         fn bind<'b>(&'b self, out: &mut Values<'_, '_, 'b>) -> QueryResult<()> {
             self.0.bind(out)
@@ -368,8 +407,9 @@ mod sqlite_upsert {
     }
 
     impl Row for New<'_, ReportKey> {
-        const INSERT: &'static str = "INSERT INTO seen_reports (report_hash, day) VALUES (";
-        const CONFLICT: &'static str = ") ON CONFLICT DO NOTHING";
+        const INTO: &'static str = "INSERT INTO seen_reports (report_hash, day)";
+        const CONFLICT: &'static str = "ON CONFLICT DO NOTHING";
+        const RETURNING: Option<&'static str> = Some("report_hash");
         type Id = New<'static, ReportKey>;
         fn bind<'b>(&'b self, out: &mut Values<'_, '_, 'b>) -> QueryResult<()> {
             out.push::<Binary, _>(&self.0 .0)?
@@ -378,10 +418,18 @@ mod sqlite_upsert {
         }
     }
 
+    impl Columns for ReportKey {
+        fn columns(rows: &[Self]) -> Vec<Column<'_>> {
+            vec![
+                Column::Bytes(rows.iter().map(|r| r.0.as_slice()).collect()),
+                Column::Date(rows.iter().map(|r| r.1).collect()),
+            ]
+        }
+    }
+
     impl Row for InstanceRow {
-        const INSERT: &'static str = "INSERT INTO instances \
-            (instance_hash, product, version, first_seen, last_seen, state) VALUES (";
-        const CONFLICT: &'static str = ") ON CONFLICT (instance_hash) DO UPDATE SET \
+        const INTO: &'static str = INSTANCES;
+        const CONFLICT: &'static str = "ON CONFLICT (instance_hash) DO UPDATE SET \
             version = excluded.version, last_seen = excluded.last_seen, state = excluded.state";
         type Id = InstanceRow;
         fn bind<'b>(&'b self, out: &mut Values<'_, '_, 'b>) -> QueryResult<()> {
@@ -395,10 +443,23 @@ mod sqlite_upsert {
         }
     }
 
+    impl Columns for InstanceRow {
+        fn columns(rows: &[Self]) -> Vec<Column<'_>> {
+            vec![
+                Column::Bytes(rows.iter().map(|r| r.instance_hash.as_slice()).collect()),
+                Column::Text(rows.iter().map(|r| r.product.as_str()).collect()),
+                Column::Text(rows.iter().map(|r| r.version.as_str()).collect()),
+                Column::Date(rows.iter().map(|r| r.first_seen).collect()),
+                Column::Date(rows.iter().map(|r| r.last_seen).collect()),
+                Column::Text(rows.iter().map(|r| r.state.as_str()).collect()),
+            ]
+        }
+    }
+
     impl Row for EventRow<'_> {
-        const INSERT: &'static str = "INSERT INTO daily_events \
-            (day, product, event, version, previous_version, edition, reports) VALUES (";
-        const CONFLICT: &'static str = ") \
+        const INTO: &'static str = "INSERT INTO daily_events \
+            (day, product, event, version, previous_version, edition, reports)";
+        const CONFLICT: &'static str = "\
             ON CONFLICT (day, product, event, version, previous_version, edition) \
             DO UPDATE SET reports = daily_events.reports + excluded.reports";
         type Id = EventRow<'static>;
@@ -414,10 +475,24 @@ mod sqlite_upsert {
         }
     }
 
+    impl<'r> Columns for EventRow<'r> {
+        fn columns(rows: &[Self]) -> Vec<Column<'_>> {
+            vec![
+                Column::Date(rows.iter().map(|r| r.day).collect()),
+                Column::Text(rows.iter().map(|r| r.product).collect()),
+                Column::Text(rows.iter().map(|r| r.event).collect()),
+                Column::Text(rows.iter().map(|r| r.version).collect()),
+                Column::Text(rows.iter().map(|r| r.previous_version).collect()),
+                Column::Text(rows.iter().map(|r| r.edition).collect()),
+                Column::BigInt(rows.iter().map(|r| r.reports).collect()),
+            ]
+        }
+    }
+
     impl Row for ValueRow<'_> {
-        const INSERT: &'static str = "INSERT INTO instance_values \
-            (product, last_seen, kind, name, value, instances) VALUES (";
-        const CONFLICT: &'static str = ") \
+        const INTO: &'static str = "INSERT INTO instance_values \
+            (product, last_seen, kind, name, value, instances)";
+        const CONFLICT: &'static str = "\
             ON CONFLICT (product, last_seen, kind, name, value) \
             DO UPDATE SET instances = instance_values.instances + excluded.instances";
         type Id = ValueRow<'static>;
@@ -432,10 +507,23 @@ mod sqlite_upsert {
         }
     }
 
+    impl<'r> Columns for ValueRow<'r> {
+        fn columns(rows: &[Self]) -> Vec<Column<'_>> {
+            vec![
+                Column::Text(rows.iter().map(|r| r.product).collect()),
+                Column::Date(rows.iter().map(|r| r.last_seen).collect()),
+                Column::Text(rows.iter().map(|r| r.kind).collect()),
+                Column::Text(rows.iter().map(|r| r.name).collect()),
+                Column::Text(rows.iter().map(|r| r.value).collect()),
+                Column::BigInt(rows.iter().map(|r| r.instances).collect()),
+            ]
+        }
+    }
+
     impl Row for CounterRow<'_> {
-        const INSERT: &'static str = "INSERT INTO instance_counters \
-            (product, last_seen, counter, bucket, instances, total) VALUES (";
-        const CONFLICT: &'static str = ") \
+        const INTO: &'static str = "INSERT INTO instance_counters \
+            (product, last_seen, counter, bucket, instances, total)";
+        const CONFLICT: &'static str = "\
             ON CONFLICT (product, last_seen, counter, bucket) DO UPDATE SET \
             instances = instance_counters.instances + excluded.instances, \
             total = instance_counters.total + excluded.total";
@@ -451,10 +539,23 @@ mod sqlite_upsert {
         }
     }
 
+    impl<'r> Columns for CounterRow<'r> {
+        fn columns(rows: &[Self]) -> Vec<Column<'_>> {
+            vec![
+                Column::Text(rows.iter().map(|r| r.product).collect()),
+                Column::Date(rows.iter().map(|r| r.last_seen).collect()),
+                Column::Text(rows.iter().map(|r| r.counter).collect()),
+                Column::BigInt(rows.iter().map(|r| r.bucket).collect()),
+                Column::BigInt(rows.iter().map(|r| r.instances).collect()),
+                Column::BigInt(rows.iter().map(|r| r.total).collect()),
+            ]
+        }
+    }
+
     impl Row for ValueTotalRow<'_> {
-        const INSERT: &'static str = "INSERT INTO instance_value_totals \
-            (product, kind, name, value, instances) VALUES (";
-        const CONFLICT: &'static str = ") \
+        const INTO: &'static str = "INSERT INTO instance_value_totals \
+            (product, kind, name, value, instances)";
+        const CONFLICT: &'static str = "\
             ON CONFLICT (product, kind, name, value) \
             DO UPDATE SET instances = instance_value_totals.instances + excluded.instances";
         type Id = ValueTotalRow<'static>;
@@ -468,10 +569,22 @@ mod sqlite_upsert {
         }
     }
 
+    impl<'r> Columns for ValueTotalRow<'r> {
+        fn columns(rows: &[Self]) -> Vec<Column<'_>> {
+            vec![
+                Column::Text(rows.iter().map(|r| r.product).collect()),
+                Column::Text(rows.iter().map(|r| r.kind).collect()),
+                Column::Text(rows.iter().map(|r| r.name).collect()),
+                Column::Text(rows.iter().map(|r| r.value).collect()),
+                Column::BigInt(rows.iter().map(|r| r.instances).collect()),
+            ]
+        }
+    }
+
     impl Row for CounterTotalRow<'_> {
-        const INSERT: &'static str = "INSERT INTO instance_counter_totals \
-            (product, counter, bucket, instances, total) VALUES (";
-        const CONFLICT: &'static str = ") \
+        const INTO: &'static str = "INSERT INTO instance_counter_totals \
+            (product, counter, bucket, instances, total)";
+        const CONFLICT: &'static str = "\
             ON CONFLICT (product, counter, bucket) DO UPDATE SET \
             instances = instance_counter_totals.instances + excluded.instances, \
             total = instance_counter_totals.total + excluded.total";
@@ -485,6 +598,75 @@ mod sqlite_upsert {
             Ok(())
         }
     }
+
+    impl<'r> Columns for CounterTotalRow<'r> {
+        fn columns(rows: &[Self]) -> Vec<Column<'_>> {
+            vec![
+                Column::Text(rows.iter().map(|r| r.product).collect()),
+                Column::Text(rows.iter().map(|r| r.counter).collect()),
+                Column::BigInt(rows.iter().map(|r| r.bucket).collect()),
+                Column::BigInt(rows.iter().map(|r| r.instances).collect()),
+                Column::BigInt(rows.iter().map(|r| r.total).collect()),
+            ]
+        }
+    }
+}
+
+/// Runs the upsert of `rows`: once for the whole set on PostgreSQL, once per
+/// row on SQLite (whose diesel backend has no multi-row upsert; inside one
+/// transaction, with the statement kept prepared, that costs microseconds
+/// per row).
+fn upsert<R: statements::Row + statements::Columns>(
+    conn: &mut BatchConn<'_>,
+    rows: &[R],
+) -> QueryResult<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    match conn {
+        BatchConn::Pg(c) => {
+            statements::Bulk::<R>::new(R::columns(rows)).execute(&mut **c)?;
+        }
+        BatchConn::Sqlite(c) => {
+            for row in rows {
+                statements::Upsert(row).execute(&mut **c)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Inserts the rows whose key is not stored yet and returns the keys it
+/// inserted, so that concurrent collectors agree on which copy counts:
+/// `RETURNING key` on PostgreSQL; on SQLite, one row changed means inserted.
+fn insert_new<R>(
+    conn: &mut BatchConn<'_>,
+    rows: &[R],
+    key: impl Fn(&R) -> &[u8],
+) -> QueryResult<HashSet<Vec<u8>>>
+where
+    R: statements::Columns + 'static,
+    for<'a> statements::New<'a, R>: statements::Row,
+{
+    let mut inserted = HashSet::new();
+    if rows.is_empty() {
+        return Ok(inserted);
+    }
+    match conn {
+        BatchConn::Pg(c) => {
+            let keys = statements::Bulk::<statements::New<'static, R>>::new(R::columns(rows))
+                .load::<Vec<u8>>(&mut **c)?;
+            inserted.extend(keys);
+        }
+        BatchConn::Sqlite(c) => {
+            for row in rows {
+                if statements::Upsert(&statements::New(row)).execute(&mut **c)? == 1 {
+                    inserted.insert(key(row).to_vec());
+                }
+            }
+        }
+    }
+    Ok(inserted)
 }
 
 /// An instance row as stored.
@@ -808,36 +990,14 @@ fn insert_report_keys(
     conn: &mut BatchConn<'_>,
     keys: &[ReportKey],
 ) -> QueryResult<HashSet<Vec<u8>>> {
-    let mut inserted = HashSet::new();
-    insert_new!(conn, keys, inserted, |key| key.0.clone(), |c, chunk| {
-        let rows: Vec<_> = chunk
-            .iter()
-            .map(|(h, d)| (seen_reports::report_hash.eq(h), seen_reports::day.eq(d)))
-            .collect();
-        diesel::insert_into(seen_reports::table)
-            .values(rows)
-            .on_conflict_do_nothing()
-            .returning(seen_reports::report_hash)
-    });
-    Ok(inserted)
+    insert_new(conn, keys, |k| &k.0)
 }
 
 fn insert_new_instances(
     conn: &mut BatchConn<'_>,
     rows: &[InstanceRow],
 ) -> QueryResult<HashSet<Vec<u8>>> {
-    let mut created = HashSet::new();
-    insert_new!(
-        conn,
-        rows,
-        created,
-        |row| row.instance_hash.clone(),
-        |c, values| diesel::insert_into(instances::table)
-            .values(values)
-            .on_conflict_do_nothing()
-            .returning(instances::instance_hash)
-    );
-    Ok(created)
+    insert_new(conn, rows, |r| &r.instance_hash)
 }
 
 fn load_instances(conn: &mut BatchConn<'_>, hashes: &[Vec<u8>]) -> QueryResult<Vec<InstanceRow>> {
@@ -862,19 +1022,7 @@ fn load_instances(conn: &mut BatchConn<'_>, hashes: &[Vec<u8>]) -> QueryResult<V
 }
 
 fn update_instances(conn: &mut BatchConn<'_>, rows: &[InstanceRow]) -> QueryResult<()> {
-    upsert_rows!(conn, rows, |c, values| diesel::insert_into(
-        instances::table
-    )
-    .values(values)
-    .on_conflict(instances::instance_hash)
-    .do_update()
-    .set((
-        instances::version.eq(excluded(instances::version)),
-        instances::last_seen.eq(excluded(instances::last_seen)),
-        instances::state.eq(excluded(instances::state)),
-    ))
-    .execute(c)?);
-    Ok(())
+    upsert(conn, rows)
 }
 
 fn upsert_events(conn: &mut BatchConn<'_>, events: &BTreeMap<EventKey, i64>) -> QueryResult<()> {
@@ -892,21 +1040,7 @@ fn upsert_events(conn: &mut BatchConn<'_>, events: &BTreeMap<EventKey, i64>) -> 
             },
         )
         .collect();
-    upsert_rows!(conn, rows, |c, values| diesel::insert_into(
-        daily_events::table
-    )
-    .values(values)
-    .on_conflict((
-        daily_events::day,
-        daily_events::product,
-        daily_events::event,
-        daily_events::version,
-        daily_events::previous_version,
-        daily_events::edition,
-    ))
-    .do_update()
-    .set(daily_events::reports.eq(daily_events::reports + excluded(daily_events::reports)))
-    .execute(c)?);
+    upsert(conn, &rows)?;
     Ok(())
 }
 
@@ -925,23 +1059,7 @@ fn apply_value_deltas(
             instances: *n,
         })
         .collect();
-    upsert_rows!(conn, rows, |c, values| diesel::insert_into(
-        instance_values::table
-    )
-    .values(values)
-    .on_conflict((
-        instance_values::product,
-        instance_values::last_seen,
-        instance_values::kind,
-        instance_values::name,
-        instance_values::value,
-    ))
-    .do_update()
-    .set(
-        instance_values::instances
-            .eq(instance_values::instances + excluded(instance_values::instances)),
-    )
-    .execute(c)?);
+    upsert(conn, &rows)?;
 
     // The all-days totals: an instance that only moved to a later day
     // changes no total, so most of its deltas cancel out here.
@@ -960,22 +1078,7 @@ fn apply_value_deltas(
             instances,
         })
         .collect();
-    upsert_rows!(conn, rows, |c, values| diesel::insert_into(
-        instance_value_totals::table
-    )
-    .values(values)
-    .on_conflict((
-        instance_value_totals::product,
-        instance_value_totals::kind,
-        instance_value_totals::name,
-        instance_value_totals::value,
-    ))
-    .do_update()
-    .set(
-        instance_value_totals::instances
-            .eq(instance_value_totals::instances + excluded(instance_value_totals::instances)),
-    )
-    .execute(c)?);
+    upsert(conn, &rows)?;
     Ok(())
 }
 
@@ -994,23 +1097,7 @@ fn apply_counter_deltas(
             total: *total,
         })
         .collect();
-    upsert_rows!(conn, rows, |c, values| diesel::insert_into(
-        instance_counters::table
-    )
-    .values(values)
-    .on_conflict((
-        instance_counters::product,
-        instance_counters::last_seen,
-        instance_counters::counter,
-        instance_counters::bucket,
-    ))
-    .do_update()
-    .set((
-        instance_counters::instances
-            .eq(instance_counters::instances + excluded(instance_counters::instances)),
-        instance_counters::total.eq(instance_counters::total + excluded(instance_counters::total)),
-    ))
-    .execute(c)?);
+    upsert(conn, &rows)?;
 
     let mut totals: BTreeMap<(&str, &str, i64), (i64, i64)> = BTreeMap::new();
     for ((product, _, counter, bucket), (n, total)) in deltas {
@@ -1031,23 +1118,7 @@ fn apply_counter_deltas(
             },
         )
         .collect();
-    upsert_rows!(conn, rows, |c, values| diesel::insert_into(
-        instance_counter_totals::table
-    )
-    .values(values)
-    .on_conflict((
-        instance_counter_totals::product,
-        instance_counter_totals::counter,
-        instance_counter_totals::bucket,
-    ))
-    .do_update()
-    .set((
-        instance_counter_totals::instances
-            .eq(instance_counter_totals::instances + excluded(instance_counter_totals::instances)),
-        instance_counter_totals::total
-            .eq(instance_counter_totals::total + excluded(instance_counter_totals::total)),
-    ))
-    .execute(c)?);
+    upsert(conn, &rows)?;
     Ok(())
 }
 

@@ -9,6 +9,7 @@ mod bench;
 mod client;
 mod consistency;
 mod dashboard;
+mod durability;
 mod faults;
 mod forget;
 mod health;
