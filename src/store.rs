@@ -1197,17 +1197,33 @@ pub fn prune(
     keys_before: NaiveDate,
 ) -> QueryResult<PruneStats> {
     let mut stats = PruneStats::default();
+    // Candidates are found in key order by a read that takes no write
+    // lock (there is no index on `last_seen`: it would cost every report
+    // that moves an instance to a new day two more random page writes),
+    // then deleted in a short transaction that checks them again.
+    let mut after: Vec<u8> = Vec::new();
     loop {
+        let candidates: Vec<Vec<u8>> = with_conn!(&mut *conn, |c| instances::table
+            .filter(instances::instance_hash.gt(&after))
+            .filter(instances::last_seen.lt(instances_before))
+            .order(instances::instance_hash)
+            .select(instances::instance_hash)
+            .limit(PRUNE_CHUNK as i64)
+            .load::<Vec<u8>>(c))?;
+        let Some(last) = candidates.last() else {
+            break;
+        };
+        after = last.clone();
         let deleted = retry_conflicts(|| match &mut *conn {
             DbConn::Sqlite(c) => c.immediate_transaction(|c| {
-                prune_instances_chunk(&mut BatchConn::Sqlite(c), instances_before)
+                prune_instances(&mut BatchConn::Sqlite(c), &candidates, instances_before)
             }),
-            DbConn::Pg(c) => {
-                c.transaction(|c| prune_instances_chunk(&mut BatchConn::Pg(c), instances_before))
-            }
+            DbConn::Pg(c) => c.transaction(|c| {
+                prune_instances(&mut BatchConn::Pg(c), &candidates, instances_before)
+            }),
         })?;
         stats.instances += deleted as u64;
-        if deleted < PRUNE_CHUNK {
+        if candidates.len() < PRUNE_CHUNK {
             break;
         }
     }
@@ -1255,11 +1271,16 @@ fn retry_conflicts<T>(mut f: impl FnMut() -> QueryResult<T>) -> QueryResult<T> {
     }
 }
 
-fn prune_instances_chunk(conn: &mut BatchConn<'_>, before: NaiveDate) -> QueryResult<usize> {
+/// Deletes those of `candidates` still last seen before `before`.
+fn prune_instances(
+    conn: &mut BatchConn<'_>,
+    candidates: &[Vec<u8>],
+    before: NaiveDate,
+) -> QueryResult<usize> {
     let query = instances::table
+        .filter(instances::instance_hash.eq_any(candidates))
         .filter(instances::last_seen.lt(before))
-        .order(instances::instance_hash)
-        .limit(PRUNE_CHUNK as i64);
+        .order(instances::instance_hash);
     let rows: Vec<InstanceRow> = match conn {
         // Locked so that a report arriving now either waits for the delete
         // (and finds the instance gone) or updated it first (and the row no

@@ -22,6 +22,11 @@ fn days_ago(n: u64) -> NaiveDate {
 /// Stores reports as if received on the given days, through the same
 /// anonymisation and store code as the collector.
 fn store_reports_on(db: &TestDb, reports: &[(serde_json::Value, NaiveDate)]) {
+    store_reports_in_batches(db, reports, 1);
+}
+
+/// Like [`store_reports_on`], `batch` reports per transaction.
+fn store_reports_in_batches(db: &TestDb, reports: &[(serde_json::Value, NaiveDate)], batch: usize) {
     let pool = prepare_database(&db.url, 2).expect("migrate");
     let mut conn = pool.get().unwrap();
     let secret = store::get_or_insert_setting(
@@ -42,8 +47,8 @@ fn store_reports_on(db: &TestDb, reports: &[(serde_json::Value, NaiveDate)]) {
             )
         })
         .collect();
-    for r in records {
-        store::write_batch(&mut conn, std::slice::from_ref(&r)).unwrap();
+    for chunk in records.chunks(batch) {
+        store::write_batch(&mut conn, chunk).unwrap();
     }
 }
 
@@ -118,6 +123,30 @@ async fn prune_deletes_old_snapshots_and_their_aggregates_but_keeps_event_counts
     assert_aggregates_match_instances(&app.db);
 }
 on_both_backends!(prune_deletes_old_snapshots_and_their_aggregates_but_keeps_event_counts);
+
+async fn prune_goes_through_more_instances_than_one_chunk(db: TestDb) {
+    // Stale and recent instances interleave in key order (their keys are
+    // keyed hashes) over more than two chunks of the retention scan.
+    let reports: Vec<_> = (0..2300)
+        .map(|i| {
+            let day = if i % 2 == 0 {
+                days_ago(500)
+            } else {
+                days_ago(3)
+            };
+            (instance_report(i), day)
+        })
+        .collect();
+    store_reports_in_batches(&db, &reports, 500);
+    assert_eq!(db.count("instances"), 2300);
+
+    let summary = run_prune(&db, &[]);
+
+    assert!(summary.contains("pruned 1150 instances"), "{summary}");
+    assert_eq!(db.count("instances"), 1150);
+    assert_aggregates_match_instances(&db);
+}
+on_both_backends!(prune_goes_through_more_instances_than_one_chunk);
 
 async fn prune_honours_its_flags(db: TestDb) {
     store_reports_on(

@@ -1,0 +1,1 @@
+CREATE INDEX instances_last_seen ON instances (last_seen);
