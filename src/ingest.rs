@@ -83,7 +83,7 @@ pub struct WriterState {
     database_errors: AtomicU64,
     /// Reports per transaction (committed or not).
     pub batch_size: Histogram,
-    /// Seconds to write and commit a batch.
+    /// Seconds from the start of a batch until it is committed and flushed.
     pub commit_seconds: Histogram,
 }
 

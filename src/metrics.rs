@@ -225,7 +225,7 @@ impl Metrics {
         writer.commit_seconds.render(
             &mut out,
             "anonstats_writer_commit_seconds",
-            "Time to write and commit one batch.",
+            "Time from the start of a batch until it is committed and flushed to disk.",
         );
         let gauges: [(&str, &str, &str, f64); 8] = [
             (
