@@ -393,11 +393,113 @@ mod statements {
     /// A row inserted only if its key is new (`ON CONFLICT DO NOTHING`).
     pub(super) struct New<'a, R>(pub &'a R);
 
-    const INSTANCES: &str = "INSERT INTO instances \
-        (instance_hash, product, version, first_seen, last_seen, state)";
+    /// Implements [`Row`] and [`Columns`] for a row type from one list of
+    /// its fields, named as their columns, so that the statement's column
+    /// list, the values bound on SQLite and the arrays bound on PostgreSQL
+    /// cannot disagree on the order.
+    macro_rules! statement {
+        ($row:ty, $id:ty, $table:literal, [$($field:ident: $kind:ident),+], $conflict:literal) => {
+            impl Row for $row {
+                const INTO: &'static str =
+                    concat!("INSERT INTO ", $table, " (", stringify!($($field),+), ")");
+                const CONFLICT: &'static str = $conflict;
+                type Id = $id;
+                fn bind<'b>(&'b self, out: &mut Values<'_, '_, 'b>) -> QueryResult<()> {
+                    $(statement!(@bind out, self.$field, $kind);)+
+                    Ok(())
+                }
+            }
+
+            impl Columns for $row {
+                fn columns(rows: &[Self]) -> Vec<Column<'_>> {
+                    vec![$(statement!(@column rows, $field, $kind)),+]
+                }
+            }
+        };
+        (@bind $out:ident, $value:expr, Bytes) => {
+            $out.push::<Binary, [u8]>(AsRef::<[u8]>::as_ref(&$value))?;
+        };
+        (@bind $out:ident, $value:expr, Text) => {
+            $out.push::<Text, str>(AsRef::<str>::as_ref(&$value))?;
+        };
+        (@bind $out:ident, $value:expr, Date) => {
+            $out.push::<Date, _>(&$value)?;
+        };
+        (@bind $out:ident, $value:expr, BigInt) => {
+            $out.push::<BigInt, _>(&$value)?;
+        };
+        (@column $rows:ident, $field:ident, Bytes) => {
+            Column::Bytes($rows.iter().map(|r| AsRef::<[u8]>::as_ref(&r.$field)).collect())
+        };
+        (@column $rows:ident, $field:ident, Text) => {
+            Column::Text($rows.iter().map(|r| AsRef::<str>::as_ref(&r.$field)).collect())
+        };
+        (@column $rows:ident, $field:ident, Date) => {
+            Column::Date($rows.iter().map(|r| r.$field).collect())
+        };
+        (@column $rows:ident, $field:ident, BigInt) => {
+            Column::BigInt($rows.iter().map(|r| r.$field).collect())
+        };
+    }
+
+    statement!(
+        InstanceRow,
+        InstanceRow,
+        "instances",
+        [instance_hash: Bytes, product: Text, version: Text, first_seen: Date, last_seen: Date, state: Text],
+        "ON CONFLICT (instance_hash) DO UPDATE SET \
+         version = excluded.version, last_seen = excluded.last_seen, state = excluded.state"
+    );
+
+    statement!(
+        EventRow<'_>,
+        EventRow<'static>,
+        "daily_events",
+        [day: Date, product: Text, event: Text, version: Text, previous_version: Text, edition: Text, reports: BigInt],
+        "ON CONFLICT (day, product, event, version, previous_version, edition) \
+         DO UPDATE SET reports = daily_events.reports + excluded.reports"
+    );
+
+    statement!(
+        ValueRow<'_>,
+        ValueRow<'static>,
+        "instance_values",
+        [product: Text, last_seen: Date, kind: Text, name: Text, value: Text, instances: BigInt],
+        "ON CONFLICT (product, last_seen, kind, name, value) \
+         DO UPDATE SET instances = instance_values.instances + excluded.instances"
+    );
+
+    statement!(
+        CounterRow<'_>,
+        CounterRow<'static>,
+        "instance_counters",
+        [product: Text, last_seen: Date, counter: Text, bucket: BigInt, instances: BigInt, total: BigInt],
+        "ON CONFLICT (product, last_seen, counter, bucket) DO UPDATE SET \
+         instances = instance_counters.instances + excluded.instances, \
+         total = instance_counters.total + excluded.total"
+    );
+
+    statement!(
+        ValueTotalRow<'_>,
+        ValueTotalRow<'static>,
+        "instance_value_totals",
+        [product: Text, kind: Text, name: Text, value: Text, instances: BigInt],
+        "ON CONFLICT (product, kind, name, value) \
+         DO UPDATE SET instances = instance_value_totals.instances + excluded.instances"
+    );
+
+    statement!(
+        CounterTotalRow<'_>,
+        CounterTotalRow<'static>,
+        "instance_counter_totals",
+        [product: Text, counter: Text, bucket: BigInt, instances: BigInt, total: BigInt],
+        "ON CONFLICT (product, counter, bucket) DO UPDATE SET \
+         instances = instance_counter_totals.instances + excluded.instances, \
+         total = instance_counter_totals.total + excluded.total"
+    );
 
     impl Row for New<'_, InstanceRow> {
-        const INTO: &'static str = INSTANCES;
+        const INTO: &'static str = <InstanceRow as Row>::INTO;
         const CONFLICT: &'static str = "ON CONFLICT DO NOTHING";
         const RETURNING: Option<&'static str> = Some("instance_hash");
         type Id = New<'static, InstanceRow>;
@@ -423,190 +525,6 @@ mod statements {
             vec![
                 Column::Bytes(rows.iter().map(|r| r.0.as_slice()).collect()),
                 Column::Date(rows.iter().map(|r| r.1).collect()),
-            ]
-        }
-    }
-
-    impl Row for InstanceRow {
-        const INTO: &'static str = INSTANCES;
-        const CONFLICT: &'static str = "ON CONFLICT (instance_hash) DO UPDATE SET \
-            version = excluded.version, last_seen = excluded.last_seen, state = excluded.state";
-        type Id = InstanceRow;
-        fn bind<'b>(&'b self, out: &mut Values<'_, '_, 'b>) -> QueryResult<()> {
-            out.push::<Binary, _>(&self.instance_hash)?
-                .push::<Text, _>(&self.product)?
-                .push::<Text, _>(&self.version)?
-                .push::<Date, _>(&self.first_seen)?
-                .push::<Date, _>(&self.last_seen)?
-                .push::<Text, _>(&self.state)?;
-            Ok(())
-        }
-    }
-
-    impl Columns for InstanceRow {
-        fn columns(rows: &[Self]) -> Vec<Column<'_>> {
-            vec![
-                Column::Bytes(rows.iter().map(|r| r.instance_hash.as_slice()).collect()),
-                Column::Text(rows.iter().map(|r| r.product.as_str()).collect()),
-                Column::Text(rows.iter().map(|r| r.version.as_str()).collect()),
-                Column::Date(rows.iter().map(|r| r.first_seen).collect()),
-                Column::Date(rows.iter().map(|r| r.last_seen).collect()),
-                Column::Text(rows.iter().map(|r| r.state.as_str()).collect()),
-            ]
-        }
-    }
-
-    impl Row for EventRow<'_> {
-        const INTO: &'static str = "INSERT INTO daily_events \
-            (day, product, event, version, previous_version, edition, reports)";
-        const CONFLICT: &'static str = "\
-            ON CONFLICT (day, product, event, version, previous_version, edition) \
-            DO UPDATE SET reports = daily_events.reports + excluded.reports";
-        type Id = EventRow<'static>;
-        fn bind<'b>(&'b self, out: &mut Values<'_, '_, 'b>) -> QueryResult<()> {
-            out.push::<Date, _>(&self.day)?
-                .push::<Text, _>(self.product)?
-                .push::<Text, _>(self.event)?
-                .push::<Text, _>(self.version)?
-                .push::<Text, _>(self.previous_version)?
-                .push::<Text, _>(self.edition)?
-                .push::<BigInt, _>(&self.reports)?;
-            Ok(())
-        }
-    }
-
-    impl<'r> Columns for EventRow<'r> {
-        fn columns(rows: &[Self]) -> Vec<Column<'_>> {
-            vec![
-                Column::Date(rows.iter().map(|r| r.day).collect()),
-                Column::Text(rows.iter().map(|r| r.product).collect()),
-                Column::Text(rows.iter().map(|r| r.event).collect()),
-                Column::Text(rows.iter().map(|r| r.version).collect()),
-                Column::Text(rows.iter().map(|r| r.previous_version).collect()),
-                Column::Text(rows.iter().map(|r| r.edition).collect()),
-                Column::BigInt(rows.iter().map(|r| r.reports).collect()),
-            ]
-        }
-    }
-
-    impl Row for ValueRow<'_> {
-        const INTO: &'static str = "INSERT INTO instance_values \
-            (product, last_seen, kind, name, value, instances)";
-        const CONFLICT: &'static str = "\
-            ON CONFLICT (product, last_seen, kind, name, value) \
-            DO UPDATE SET instances = instance_values.instances + excluded.instances";
-        type Id = ValueRow<'static>;
-        fn bind<'b>(&'b self, out: &mut Values<'_, '_, 'b>) -> QueryResult<()> {
-            out.push::<Text, _>(self.product)?
-                .push::<Date, _>(&self.last_seen)?
-                .push::<Text, _>(self.kind)?
-                .push::<Text, _>(self.name)?
-                .push::<Text, _>(self.value)?
-                .push::<BigInt, _>(&self.instances)?;
-            Ok(())
-        }
-    }
-
-    impl<'r> Columns for ValueRow<'r> {
-        fn columns(rows: &[Self]) -> Vec<Column<'_>> {
-            vec![
-                Column::Text(rows.iter().map(|r| r.product).collect()),
-                Column::Date(rows.iter().map(|r| r.last_seen).collect()),
-                Column::Text(rows.iter().map(|r| r.kind).collect()),
-                Column::Text(rows.iter().map(|r| r.name).collect()),
-                Column::Text(rows.iter().map(|r| r.value).collect()),
-                Column::BigInt(rows.iter().map(|r| r.instances).collect()),
-            ]
-        }
-    }
-
-    impl Row for CounterRow<'_> {
-        const INTO: &'static str = "INSERT INTO instance_counters \
-            (product, last_seen, counter, bucket, instances, total)";
-        const CONFLICT: &'static str = "\
-            ON CONFLICT (product, last_seen, counter, bucket) DO UPDATE SET \
-            instances = instance_counters.instances + excluded.instances, \
-            total = instance_counters.total + excluded.total";
-        type Id = CounterRow<'static>;
-        fn bind<'b>(&'b self, out: &mut Values<'_, '_, 'b>) -> QueryResult<()> {
-            out.push::<Text, _>(self.product)?
-                .push::<Date, _>(&self.last_seen)?
-                .push::<Text, _>(self.counter)?
-                .push::<BigInt, _>(&self.bucket)?
-                .push::<BigInt, _>(&self.instances)?
-                .push::<BigInt, _>(&self.total)?;
-            Ok(())
-        }
-    }
-
-    impl<'r> Columns for CounterRow<'r> {
-        fn columns(rows: &[Self]) -> Vec<Column<'_>> {
-            vec![
-                Column::Text(rows.iter().map(|r| r.product).collect()),
-                Column::Date(rows.iter().map(|r| r.last_seen).collect()),
-                Column::Text(rows.iter().map(|r| r.counter).collect()),
-                Column::BigInt(rows.iter().map(|r| r.bucket).collect()),
-                Column::BigInt(rows.iter().map(|r| r.instances).collect()),
-                Column::BigInt(rows.iter().map(|r| r.total).collect()),
-            ]
-        }
-    }
-
-    impl Row for ValueTotalRow<'_> {
-        const INTO: &'static str = "INSERT INTO instance_value_totals \
-            (product, kind, name, value, instances)";
-        const CONFLICT: &'static str = "\
-            ON CONFLICT (product, kind, name, value) \
-            DO UPDATE SET instances = instance_value_totals.instances + excluded.instances";
-        type Id = ValueTotalRow<'static>;
-        fn bind<'b>(&'b self, out: &mut Values<'_, '_, 'b>) -> QueryResult<()> {
-            out.push::<Text, _>(self.product)?
-                .push::<Text, _>(self.kind)?
-                .push::<Text, _>(self.name)?
-                .push::<Text, _>(self.value)?
-                .push::<BigInt, _>(&self.instances)?;
-            Ok(())
-        }
-    }
-
-    impl<'r> Columns for ValueTotalRow<'r> {
-        fn columns(rows: &[Self]) -> Vec<Column<'_>> {
-            vec![
-                Column::Text(rows.iter().map(|r| r.product).collect()),
-                Column::Text(rows.iter().map(|r| r.kind).collect()),
-                Column::Text(rows.iter().map(|r| r.name).collect()),
-                Column::Text(rows.iter().map(|r| r.value).collect()),
-                Column::BigInt(rows.iter().map(|r| r.instances).collect()),
-            ]
-        }
-    }
-
-    impl Row for CounterTotalRow<'_> {
-        const INTO: &'static str = "INSERT INTO instance_counter_totals \
-            (product, counter, bucket, instances, total)";
-        const CONFLICT: &'static str = "\
-            ON CONFLICT (product, counter, bucket) DO UPDATE SET \
-            instances = instance_counter_totals.instances + excluded.instances, \
-            total = instance_counter_totals.total + excluded.total";
-        type Id = CounterTotalRow<'static>;
-        fn bind<'b>(&'b self, out: &mut Values<'_, '_, 'b>) -> QueryResult<()> {
-            out.push::<Text, _>(self.product)?
-                .push::<Text, _>(self.counter)?
-                .push::<BigInt, _>(&self.bucket)?
-                .push::<BigInt, _>(&self.instances)?
-                .push::<BigInt, _>(&self.total)?;
-            Ok(())
-        }
-    }
-
-    impl<'r> Columns for CounterTotalRow<'r> {
-        fn columns(rows: &[Self]) -> Vec<Column<'_>> {
-            vec![
-                Column::Text(rows.iter().map(|r| r.product).collect()),
-                Column::Text(rows.iter().map(|r| r.counter).collect()),
-                Column::BigInt(rows.iter().map(|r| r.bucket).collect()),
-                Column::BigInt(rows.iter().map(|r| r.instances).collect()),
-                Column::BigInt(rows.iter().map(|r| r.total).collect()),
             ]
         }
     }
