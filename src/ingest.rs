@@ -232,7 +232,14 @@ pub fn start(pool: Pool, config: WriterConfig) -> (Ingest, Writer) {
         .name("anonstats-writer".into())
         .spawn(move || {
             raise_priority();
-            run(rx, pool, config, state, to_syncer)
+            let writer = BatchWriter {
+                pool,
+                config,
+                state,
+                syncer: to_syncer,
+                sync: None,
+            };
+            run(rx, writer)
         })
         .expect("spawn writer thread");
     let (stop, stopped) = mpsc::channel();
@@ -328,26 +335,9 @@ fn raise_priority() {
     }
 }
 
-fn run(
-    rx: Receiver<Job>,
-    pool: Pool,
-    config: WriterConfig,
-    state: Arc<WriterState>,
-    syncer: SyncSender<Committed>,
-) {
-    let mut writer = BatchWriter {
-        pool,
-        config,
-        state,
-        syncer,
-        sync: None,
-    };
-    let (pool, config, state) = (
-        writer.pool.clone(),
-        writer.config.clone(),
-        writer.state.clone(),
-    );
-    let mut batch: Vec<Job> = Vec::with_capacity(config.max_batch);
+fn run(rx: Receiver<Job>, mut writer: BatchWriter) {
+    let max_batch = writer.config.max_batch;
+    let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
     let mut last_probe: Option<Instant> = None;
     loop {
         // Block for the first job; the senders are gone when the server stopped.
@@ -355,9 +345,9 @@ fn run(
             Ok(job) => batch.push(job),
             Err(RecvTimeoutError::Timeout) => {
                 let probe_due = !matches!(last_probe, Some(t) if t.elapsed() < PROBE_INTERVAL);
-                if state.database_down() && probe_due {
+                if writer.state.database_down() && probe_due {
                     last_probe = Some(Instant::now());
-                    probe(&pool, &state);
+                    probe(&writer.pool, &writer.state);
                 }
                 continue;
             }
@@ -365,7 +355,7 @@ fn run(
         }
         // Group commit: whatever queued while the last transaction ran goes
         // into this one.
-        while batch.len() < config.max_batch {
+        while batch.len() < max_batch {
             match rx.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
@@ -373,8 +363,14 @@ fn run(
         }
         // Counted as unanswered before leaving the queue count, so that
         // the total held is never under-counted.
-        state.unanswered.fetch_add(batch.len(), Ordering::Relaxed);
-        state.queued.fetch_sub(batch.len(), Ordering::Relaxed);
+        writer
+            .state
+            .unanswered
+            .fetch_add(batch.len(), Ordering::Relaxed);
+        writer
+            .state
+            .queued
+            .fetch_sub(batch.len(), Ordering::Relaxed);
         writer.write(&mut batch);
     }
     tracing::debug!("writer stopped: queue drained");
