@@ -66,6 +66,9 @@ pub struct PruneArgs {
     pub db: DatabaseArgs,
     #[command(flatten)]
     pub retention: RetentionArgs,
+    /// Pins "today" (UTC) for tests of the binary, as `serve --today`.
+    #[arg(long, env = crate::clock::TODAY_ENV, value_name = "YYYY-MM-DD", hide = true)]
+    pub today: Option<chrono::NaiveDate>,
 }
 
 /// Where the data lives.
@@ -150,6 +153,7 @@ impl ServeArgs {
         config.limits = self.limits.limits().map_err(anyhow::Error::msg)?;
         config.retention = self.retention.retention().map_err(anyhow::Error::msg)?;
         config.prune_interval_hours = self.prune_interval_hours;
+        config.clock = self.reporting.clock();
         Ok(config)
     }
 }
@@ -181,7 +185,7 @@ pub fn main() -> anyhow::Result<()> {
             let pool = startup::prepare_database(&url, 1)?;
             let mut conn = pool.get().context("cannot connect to database")?;
             let stats = retention
-                .prune(&mut conn, chrono::Utc::now().date_naive())
+                .prune(&mut conn, crate::clock::Clock::pinned(args.today).today())
                 .context("retention run failed")?;
             println!(
                 "pruned {} instances, {} dedupe keys, {} empty aggregate rows",

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::catalog::Catalog;
+use crate::clock::Clock;
 use crate::ingest::WriterConfig;
 use crate::ratelimit::Limits;
 use crate::reporting;
@@ -46,6 +47,8 @@ pub struct Config {
     pub retention: Retention,
     /// Hours between retention runs inside `serve` (0: never).
     pub prune_interval_hours: u64,
+    /// Where "today" comes from (the system clock, except in tests).
+    pub clock: Clock,
 }
 
 impl Config {
@@ -65,6 +68,7 @@ impl Config {
             limits: Limits::default(),
             retention: Retention::default(),
             prune_interval_hours: DEFAULT_PRUNE_INTERVAL_HOURS,
+            clock: Clock::System,
         }
     }
 }

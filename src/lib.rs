@@ -10,6 +10,7 @@ pub mod bench;
 pub mod catalog;
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod db;
 pub mod error;

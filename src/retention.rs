@@ -11,9 +11,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use chrono::{Days, NaiveDate, Utc};
+use chrono::{Days, NaiveDate};
 use clap::Args;
 
+use crate::clock::Clock;
 use crate::db::{DbConn, Pool};
 use crate::store::{self, PruneStats};
 
@@ -101,12 +102,13 @@ impl Pruner {
         retention: Retention,
         interval: Duration,
         pruned: Arc<AtomicU64>,
+        clock: Clock,
     ) -> Pruner {
         let (stop, stopped) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("anonstats-retention".into())
             .spawn(move || loop {
-                run_once(&pool, &retention, &pruned);
+                run_once(&pool, &retention, &pruned, clock);
                 match stopped.recv_timeout(interval) {
                     Err(RecvTimeoutError::Timeout) => continue,
                     _ => break,
@@ -129,10 +131,10 @@ impl Drop for Pruner {
     }
 }
 
-fn run_once(pool: &Pool, retention: &Retention, pruned: &AtomicU64) {
+fn run_once(pool: &Pool, retention: &Retention, pruned: &AtomicU64, clock: Clock) {
     let result = pool.get().map_err(|e| e.to_string()).and_then(|mut conn| {
         retention
-            .prune(&mut conn, Utc::now().date_naive())
+            .prune(&mut conn, clock.today())
             .map_err(|e| e.to_string())
     });
     match result {

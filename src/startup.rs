@@ -11,10 +11,10 @@ use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
-use chrono::Utc;
 
 use crate::anonymize::{self, Pseudonymizer, Record, MIN_SECRET_CHARS};
 use crate::catalog::Catalog;
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::db::{self, Backend, Pool};
 use crate::ingest::{self, Ingest, Writer};
@@ -49,12 +49,14 @@ pub struct AppState {
     pub request_timeout: Duration,
     /// Instance snapshots deleted by retention runs of this process.
     pub pruned_instances: Arc<AtomicU64>,
+    /// Where "today" comes from.
+    pub clock: Clock,
 }
 
 impl AppState {
     /// Anonymises a validated report as of now.
     pub fn anonymize(&self, report: Report) -> Record {
-        anonymize::anonymize(report, &self.pseudonymizer, Utc::now().date_naive())
+        anonymize::anonymize(report, &self.pseudonymizer, self.clock.today())
     }
 }
 
@@ -81,15 +83,16 @@ pub fn prepare_database(url: &str, pool_size: u32) -> anyhow::Result<Pool> {
     Ok(pool)
 }
 
-/// The configured secret, or the one kept in the database (generated on
-/// first start).
-fn load_secret(config: &Config, pool: &Pool) -> anyhow::Result<Vec<u8>> {
-    if let Some(s) = &config.secret {
+/// The pseudonymiser of the configured secret, or of the one kept in the
+/// database (generated on first start), so that every process writing to
+/// one database hashes an install's id alike.
+pub fn load_pseudonymizer(secret: Option<&str>, pool: &Pool) -> anyhow::Result<Pseudonymizer> {
+    if let Some(s) = secret {
         anyhow::ensure!(
             s.chars().count() >= MIN_SECRET_CHARS,
             "ANONSTATS_SECRET must be at least {MIN_SECRET_CHARS} characters"
         );
-        return Ok(s.as_bytes().to_vec());
+        return Ok(Pseudonymizer::new(s.as_bytes()));
     }
     let mut conn = pool.get().context("cannot connect to database")?;
     let secret = store::get_or_insert_setting(
@@ -98,7 +101,7 @@ fn load_secret(config: &Config, pool: &Pool) -> anyhow::Result<Vec<u8>> {
         &anonymize::generate_secret(),
     )
     .context("cannot read or store the pseudonymisation secret")?;
-    Ok(secret.into_bytes())
+    Ok(Pseudonymizer::new(secret.as_bytes()))
 }
 
 impl Application {
@@ -106,7 +109,7 @@ impl Application {
     pub fn build(config: Config) -> anyhow::Result<Application> {
         let backend = Backend::of(&config.database_url);
         let pool = prepare_database(&config.database_url, config.pool_size)?;
-        let pseudonymizer = Pseudonymizer::new(&load_secret(&config, &pool)?);
+        let pseudonymizer = load_pseudonymizer(config.secret.as_deref(), &pool)?;
         let (ingest, writer) = ingest::start(pool.clone(), config.writer.clone());
         let limits = &config.limits;
         let pruned_instances = Arc::new(AtomicU64::new(0));
@@ -116,6 +119,7 @@ impl Application {
                 config.retention,
                 Duration::from_secs(config.prune_interval_hours.saturating_mul(3600)),
                 pruned_instances.clone(),
+                config.clock,
             )
         });
         let state = web::Data::new(AppState {
@@ -132,7 +136,11 @@ impl Application {
             instance_limiter: InstanceLimiter::new(limits.instance_daily_limit),
             request_timeout: limits.request_timeout,
             pruned_instances,
+            clock: config.clock,
         });
+        if let Clock::Fixed(day) = config.clock {
+            tracing::warn!(%day, "the clock is pinned: every report is stamped with this day");
+        }
         let workers = config
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))

@@ -6,13 +6,14 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use chrono::Utc;
+use chrono::NaiveDate;
 use clap::{Args, Subcommand, ValueEnum};
 
 use super::params::{self, DEFAULT_ACTIVE_DAYS, DEFAULT_K, MAX_ACTIVE_DAYS};
 use super::{output, Params, Query, Report, Settings, StatsToken};
 use crate::catalog::Catalog;
 use crate::cli::DatabaseArgs;
+use crate::clock::{Clock, TODAY_ENV};
 use crate::db::{self, Backend};
 
 /// Reporting settings shared by `serve` and `stats`.
@@ -38,9 +39,18 @@ pub struct ReportingArgs {
         value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_ACTIVE_DAYS))
     )]
     pub active_days: u32,
+    /// Pins "today" (UTC) instead of reading the system clock: for tests of
+    /// the binary only, hence hidden.
+    #[arg(long, env = TODAY_ENV, value_name = "YYYY-MM-DD", hide = true)]
+    pub today: Option<NaiveDate>,
 }
 
 impl ReportingArgs {
+    /// Where "today" comes from.
+    pub fn clock(&self) -> Clock {
+        Clock::pinned(self.today)
+    }
+
     /// The server settings these flags describe. The stats token comes from
     /// `ANONSTATS_STATS_TOKEN` only: a flag would show in process listings.
     pub fn settings(&self) -> Settings {
@@ -147,7 +157,7 @@ pub fn run(command: StatsCommand) -> anyhow::Result<()> {
         &catalog,
         options.reporting.k,
         options.reporting.active_days,
-        Utc::now().date_naive(),
+        options.reporting.clock().today(),
     )
     .map_err(|e| anyhow::anyhow!("--{}", e.to_string().replace('_', "-")))?;
     if let Report::Attribute(name) = &report {

@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use chrono::Utc;
 
 use crate::error::ApiError;
 use crate::reporting::{self, output, params, Output, ParamError, Params, Query, Report};
@@ -89,7 +88,7 @@ async fn respond(
         &state.catalog,
         state.stats.k,
         state.stats.active_days,
-        Utc::now().date_naive(),
+        state.clock.today(),
     )
     .map_err(ApiError::InvalidQuery)?;
     if let Report::Attribute(name) = &report {

@@ -29,6 +29,7 @@ pub fn anonstats_blocking(args: &[String]) -> Output {
         .env_remove("ANONSTATS_CLIENT_CONFIG")
         .env_remove("ANONSTATS_COLLECTOR")
         .env("HOME", std::env::temp_dir())
+        .env(anonstats::clock::TODAY_ENV, test_today().to_string())
         .stdin(Stdio::null())
         .output()
         .expect("run anonstats")

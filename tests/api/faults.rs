@@ -206,7 +206,7 @@ fn acked_per_event(ledger: &Ledger) -> BTreeMap<&'static str, i64> {
 /// Every acknowledged report is stored: per event, stored >= acknowledged
 /// (reports stored whose answer was lost are still pending).
 fn assert_acked_are_stored(db: &TestDb, ledger: &Ledger, context: &str) {
-    let today = chrono::Utc::now().date_naive();
+    let today = test_today();
     for (event, acked) in acked_per_event(ledger) {
         let stored = db.reports(&format!("event = '{event}' AND day = '{today}'"));
         assert!(

@@ -20,6 +20,34 @@ use serde_json::{json, Value};
 /// Environment variable naming a PostgreSQL server for the tests.
 pub const POSTGRES_ENV: &str = "ANONSTATS_TEST_POSTGRES_URL";
 
+/// Environment variable pinning the day the whole suite runs at
+/// (YYYY-MM-DD); without it, the first of [`PINNED_DAYS`].
+pub const TODAY_ENV: &str = "ANONSTATS_TEST_TODAY";
+
+/// Days the date-sensitive tests run at: the first and the last day of a
+/// month, New Year's Eve and New Year's Day, and a leap day.
+pub const PINNED_DAYS: [&str; 5] = [
+    "2026-12-01",
+    "2026-11-30",
+    "2026-12-31",
+    "2027-01-01",
+    "2028-02-29",
+];
+
+/// Parses a YYYY-MM-DD day.
+pub fn day(s: &str) -> chrono::NaiveDate {
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap_or_else(|e| panic!("{s}: {e}"))
+}
+
+/// "Today" for every collector, CLI run and seeded record of the suite:
+/// never the system clock, so that each test passes on any date.
+pub fn test_today() -> chrono::NaiveDate {
+    match std::env::var(TODAY_ENV) {
+        Ok(s) if !s.is_empty() => day(&s),
+        _ => day(PINNED_DAYS[0]),
+    }
+}
+
 /// Which backend a test body runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -358,6 +386,7 @@ pub async fn spawn_app_with(db: TestDb, adjust: impl FnOnce(&mut Config)) -> Tes
     // the abuse limits have tests of their own that turn them back on.
     config.limits.rate_limit = anonstats::ratelimit::RateLimit::DISABLED;
     config.limits.instance_daily_limit = 0;
+    config.clock = anonstats::clock::Clock::Fixed(test_today());
     adjust(&mut config);
     let app = Application::build(config).expect("build collector");
     let port = app.port();
@@ -502,6 +531,7 @@ impl CollectorProcess {
         // As in spawn_app: abuse limits off unless a test sets them.
         .env("ANONSTATS_RATE_LIMIT", "0")
         .env("ANONSTATS_INSTANCE_DAILY_LIMIT", "0")
+        .env(anonstats::clock::TODAY_ENV, test_today().to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

@@ -62,7 +62,7 @@ async fn counts_accumulate_per_day_and_key(db: TestDb) {
     assert_eq!(app.post_report(&anonymous).await.status, 202);
 
     let db = &app.db;
-    let today = chrono::Utc::now().date_naive().to_string();
+    let today = test_today().to_string();
     assert_eq!(db.reports(&format!("day = '{today}'")), 6);
     assert_eq!(db.reports("event = 'install'"), 2);
     assert_eq!(

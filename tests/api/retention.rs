@@ -8,7 +8,7 @@ use anonstats::catalog::Catalog;
 use anonstats::startup::prepare_database;
 use anonstats::store;
 use anonstats::validation::parse_v1;
-use chrono::{Days, NaiveDate, Utc};
+use chrono::{Days, NaiveDate};
 use serde_json::json;
 
 use crate::consistency::assert_aggregates_match_instances;
@@ -16,7 +16,7 @@ use crate::helpers::*;
 use crate::on_both_backends;
 
 fn days_ago(n: u64) -> NaiveDate {
-    Utc::now().date_naive() - Days::new(n)
+    test_today() - Days::new(n)
 }
 
 /// Stores reports as if received on the given days, through the same
@@ -61,6 +61,7 @@ fn instance_report(users: i64) -> serde_json::Value {
 fn run_prune(db: &TestDb, args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_anonstats"))
         .args(["prune", "--database", &db.url])
+        .env(anonstats::clock::TODAY_ENV, test_today().to_string())
         .args(args)
         .output()
         .expect("run anonstats prune");

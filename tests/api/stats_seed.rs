@@ -6,14 +6,14 @@ use std::process::Command;
 
 use anonstats::anonymize::{InstanceRecord, InstanceState, Record};
 use anonstats::validation::Event;
-use chrono::{Duration, NaiveDate, Utc};
+use chrono::{Duration, NaiveDate};
 use serde_json::Value;
 
 use crate::helpers::*;
 
-/// Today, UTC (the day the collector stamps on reports).
+/// The day the test collectors stamp on reports.
 pub fn today() -> NaiveDate {
-    Utc::now().date_naive()
+    test_today()
 }
 
 /// An install report of a new passbolt instance, `days_ago` days ago, with
@@ -135,6 +135,7 @@ pub fn cli(db: &TestDb, args: &[&str]) -> String {
         .env_remove("ANONSTATS_ACTIVE_DAYS")
         .env_remove("ANONSTATS_CATALOG")
         .env_remove("ANONSTATS_DATABASE_URL")
+        .env(anonstats::clock::TODAY_ENV, test_today().to_string())
         .output()
         .expect("run anonstats stats");
     assert!(
