@@ -318,10 +318,6 @@
     }
   }
 
-  function isoDay(d) {
-    return d.toISOString().slice(0, 10);
-  }
-
   async function start() {
     const res = await fetch("/api/v1/catalog", { headers: { Accept: "application/json" } });
     state.catalog = await res.json();
@@ -329,12 +325,19 @@
     for (const name of Object.keys(state.catalog.products)) select.append(el("option", { value: name }, name));
 
     const url = new URLSearchParams(window.location.search);
-    const today = new Date();
-    const yearAgo = new Date(today.getTime() - 365 * 86400000);
     if (url.get("product")) select.value = url.get("product");
-    document.getElementById("from").value = url.get("from") || isoDay(yearAgo);
-    document.getElementById("to").value = url.get("to") || isoDay(today);
-    document.getElementById("active_days").value = url.get("active_days") || "365";
+    // The range and window the collector itself applies, on its own UTC day:
+    // the browser's clock and time zone play no part, so the page asks
+    // exactly what the API, the CLI and the SQL views answer by default.
+    const defaults = await api("summary", {
+      product: select.value,
+      from: url.get("from"),
+      to: url.get("to"),
+      active_days: url.get("active_days"),
+    });
+    document.getElementById("from").value = defaults.from;
+    document.getElementById("to").value = defaults.to;
+    document.getElementById("active_days").value = defaults.active_days;
     setInterval_(url.get("interval") || "month");
 
     document.getElementById("controls").addEventListener("change", render);
