@@ -1,47 +1,72 @@
-//! `anonstats simulate`: realistic demo data, sent through the real path.
+//! `anonstats simulate`: realistic demo data, through the real write path.
 //!
 //! It plans a population of installs over a number of days (releases on a
-//! cadence, installs spread over time and growing, updates that follow
-//! releases with a lag, heavy-tailed sizes, a mix of editions, PHP versions
-//! and database engines, some installs without an instance id) and posts
-//! every report to a running collector's HTTP API, exactly as real installs
-//! would.
+//! cadence, an installed base that grows, updates that follow releases with
+//! a lag, heavy-tailed sizes, a mix of editions, PHP versions and database
+//! engines, some installs without an instance id), then either:
 //!
-//! The collector stamps each report with the day it receives it and never
-//! trusts a day given by a client, so the simulated days are compressed: all
-//! reports land today, in simulated order for each install, and the final
-//! state of every install (version, sizes, features) is the one the
-//! simulation reached. The same seed plans the same reports, ids included,
-//! so running it twice against one collector stores nothing new.
+//! - writes it into a database (`--database`), each report on its simulated
+//!   day, the last day being today: the same validation, anonymisation and
+//!   batch writer as the collector's, so the dashboard shows a real history.
+//!   Only something that already holds the database can date a report, and
+//!   only a database with no real reports is accepted; the database is then
+//!   marked as holding synthetic data, which the dashboard says;
+//! - or posts every report to a running collector's HTTP API, exactly as
+//!   real installs would. The collector stamps each report with the day it
+//!   receives it and never trusts a day given by a client, so all reports
+//!   land today, in simulated order for each install.
+//!
+//! The same seed plans the same reports, ids included, so running it twice
+//! stores nothing new.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use chrono::{Days, NaiveDate};
 use clap::Args;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use uuid::Uuid;
 
+use crate::anonymize;
 use crate::catalog::{Catalog, Product};
 use crate::client::{Client, Delivery, Draft, Options, SendError};
+use crate::clock::{Clock, TODAY_ENV};
+use crate::store::{self, Outcome};
+use crate::{startup, validation};
+
+/// Default number of simulated installs.
+pub const DEFAULT_INSTANCES: usize = 2000;
+/// Default days of simulated history.
+pub const DEFAULT_DAYS: u32 = 365;
 
 /// Flags of `anonstats simulate`.
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
     /// Installs to simulate.
-    #[arg(long, default_value_t = 1000, value_name = "N")]
+    #[arg(long, default_value_t = DEFAULT_INSTANCES, value_name = "N")]
     pub instances: usize,
-    /// Days of history to simulate (compressed: every report lands today).
-    #[arg(long, default_value_t = 365, value_name = "D")]
+    /// Days of history to simulate, ending today.
+    #[arg(long, default_value_t = DEFAULT_DAYS, value_name = "D")]
     pub days: u32,
     /// Seed of the random generator; the same seed plans the same reports
     /// [default: a random seed, printed].
     #[arg(long, value_name = "S")]
     pub seed: Option<u64>,
-    /// Collector base URL.
+    /// Write the reports straight into this database (SQLite file or
+    /// postgres:// URL), each on its simulated day, instead of posting them
+    /// to a collector. The database must hold no real reports.
+    #[arg(long, value_name = "URL")]
+    pub database: Option<String>,
+    /// Catalog file of the collector, with --database [default: the
+    /// built-in catalog].
+    #[arg(long, env = "ANONSTATS_CATALOG", value_name = "FILE")]
+    pub catalog: Option<PathBuf>,
+    /// Collector base URL, without --database.
     #[arg(
         long,
         env = "ANONSTATS_COLLECTOR",
@@ -49,12 +74,15 @@ pub struct SimulateArgs {
         value_name = "URL"
     )]
     pub collector: String,
-    /// Reports in flight at once.
+    /// Reports in flight at once, without --database.
     #[arg(long, default_value_t = 8, value_name = "C")]
     pub concurrency: usize,
-    /// Product to simulate [default: the collector's first product].
+    /// Product to simulate [default: the catalog's first product].
     #[arg(long, value_name = "NAME")]
     pub product: Option<String>,
+    /// Pins "today" for tests of the binary, as `serve --today`.
+    #[arg(long, env = TODAY_ENV, value_name = "YYYY-MM-DD", hide = true)]
+    pub today: Option<NaiveDate>,
 }
 
 /// One report of the plan.
@@ -73,10 +101,12 @@ pub struct Planned {
 pub struct Plan {
     /// Every report, in simulated order.
     pub reports: Vec<Planned>,
-    /// Installs that report an instance id.
+    /// Installs that send at least one report, with an instance id.
     pub with_instance_id: usize,
     /// Releases published during the simulated days.
     pub releases: usize,
+    /// Days the plan covers (simulated days 0 to `days - 1`).
+    pub days: u32,
 }
 
 /// What the run did.
@@ -88,38 +118,145 @@ struct Tally {
     messages: Mutex<BTreeMap<String, u64>>,
 }
 
+/// Share of the simulated installs that existed before the first day.
+const PREDATING_SHARE: f64 = 0.35;
+/// How long before the first day those installs appeared, at most (the
+/// first simulated release is this old).
+const PREHISTORY_DAYS: i64 = 180;
+
+/// Reports written per transaction with --database.
+const DATABASE_BATCH: usize = 1000;
+
 /// Runs `anonstats simulate`.
 pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.days > 0, "--days must be at least 1");
     anyhow::ensure!(args.concurrency > 0, "--concurrency must be at least 1");
     let seed = args.seed.unwrap_or_else(rand::random);
+    match &args.database {
+        Some(url) => into_database(&args, url, seed),
+        None => over_http(&args, seed),
+    }
+}
+
+/// A progress bar on stderr (drawn only on a terminal), shown at once.
+fn progress_bar(message: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} reports  {per_sec}  eta {eta}  {msg}",
+        )
+        .expect("valid template"),
+    );
+    bar.set_message(message.to_owned());
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+fn product_of<'a>(args: &'a SimulateArgs, catalog: &'a Catalog) -> anyhow::Result<&'a str> {
+    match &args.product {
+        Some(p) => Ok(p),
+        None => catalog
+            .default_product()
+            .context("the catalog has no product"),
+    }
+}
+
+/// Plans the population and writes it into the database at `url`.
+fn into_database(args: &SimulateArgs, url: &str, seed: u64) -> anyhow::Result<()> {
+    let bar = progress_bar("opening the database");
+    let catalog = match &args.catalog {
+        Some(path) => Catalog::from_file(path)?,
+        None => Catalog::builtin(),
+    };
+    let product = product_of(args, &catalog)?.to_owned();
+    let today = Clock::pinned(args.today).today();
+    let pool = startup::prepare_database(url, 1)?;
+    let secret = std::env::var("ANONSTATS_SECRET")
+        .ok()
+        .filter(|s| !s.is_empty());
+    let pseudonymizer = startup::load_pseudonymizer(secret.as_deref(), &pool)?;
+    let mut conn = pool.get().context("cannot connect to database")?;
+    let marked = store::get_setting(&mut conn, store::SYNTHETIC_SETTING)?;
+    anyhow::ensure!(
+        marked.is_some() || !store::has_reports(&mut conn)?,
+        "{} already holds real reports; simulate writes only into an empty database or one it wrote before (start a collector on a new file for the demo)",
+        crate::db::redact_url(url)
+    );
+    store::get_or_insert_setting(&mut conn, store::SYNTHETIC_SETTING, &today.to_string())?;
+
+    let plan = plan(&catalog, &product, args.instances, args.days, seed)?;
+    let first_day = today - Days::new(u64::from(args.days) - 1);
+    bar.suspend(|| {
+        eprintln!(
+            "anonstats: writing {} synthetic reports of {} installs of {product} (seed {seed}, {} releases) into {}, dated {first_day} to {today}",
+            plan.reports.len(),
+            args.instances,
+            plan.releases,
+            crate::db::redact_url(url)
+        )
+    });
+    bar.set_length(plan.reports.len() as u64);
+    bar.set_message("");
+    let started = Instant::now();
+    let (mut accepted, mut duplicates) = (0u64, 0u64);
+    for chunk in plan.reports.chunks(DATABASE_BATCH) {
+        let records = chunk
+            .iter()
+            .map(|r| {
+                let report = validation::parse_v1(&r.body, &catalog)
+                    .map_err(|e| anyhow::anyhow!("a planned report is invalid: {e:?}"))?;
+                let day = first_day + Days::new(u64::from(r.day));
+                Ok(anonymize::anonymize(report, &pseudonymizer, day))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let outcomes = store::write_batch(&mut conn, &records)
+            .with_context(|| format!("cannot write to {}", crate::db::redact_url(url)))?;
+        for o in outcomes {
+            match o {
+                Outcome::Accepted => accepted += 1,
+                Outcome::Duplicate => duplicates += 1,
+            }
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    print_summary(args, &plan, accepted, duplicates, 0, started);
+    Ok(())
+}
+
+/// Plans the population and posts it to the collector.
+fn over_http(args: &SimulateArgs, seed: u64) -> anyhow::Result<()> {
+    let bar = progress_bar(&format!("fetching the catalog from {}", args.collector));
+    let waiting = bar.clone();
     let client = Client::new(
         &args.collector,
         Options {
             retries: 3,
             base_delay: Duration::from_millis(200),
             max_delay: Duration::from_secs(5),
+            // Says why the bar stands still: rate-limited, overloaded, down.
+            on_retry: Some(Arc::new(move |notice: &str| {
+                waiting.set_message(format!("waiting: {notice}"));
+            })),
             ..Options::default()
         },
     );
     let catalog = client
         .fetch_catalog()
         .with_context(|| format!("cannot fetch the catalog from {}", args.collector))?;
-    let product = match &args.product {
-        Some(p) => p.clone(),
-        None => catalog
-            .default_product()
-            .context("the catalog has no product")?
-            .to_owned(),
-    };
+    let product = product_of(args, &catalog)?.to_owned();
     let plan = plan(&catalog, &product, args.instances, args.days, seed)?;
-    eprintln!(
-        "anonstats: simulating {} installs of {product} over {} days (seed {seed}): {} releases, {} reports; all of them land today, since the collector dates each report by the day it receives it",
-        args.instances,
-        args.days,
-        plan.releases,
-        plan.reports.len()
-    );
+    bar.suspend(|| {
+        eprintln!(
+            "anonstats: simulating {} installs of {product} over {} days (seed {seed}): {} releases, {} reports; all of them land today, since the collector dates each report by the day it receives it (use --database for a history)",
+            args.instances,
+            args.days,
+            plan.releases,
+            plan.reports.len()
+        )
+    });
+    bar.set_length(plan.reports.len() as u64);
+    bar.set_message("");
 
     // Each install's reports go through one lane, in order, so that its
     // final state is its last simulated report.
@@ -128,13 +265,6 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     for r in &plan.reports {
         queues[r.install % lanes].push(r);
     }
-    let bar = indicatif::ProgressBar::new(plan.reports.len() as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{bar:40} {pos}/{len} reports  {per_sec}  eta {eta}",
-        )
-        .expect("valid template"),
-    );
     let tally = Tally::default();
     let started = Instant::now();
     std::thread::scope(|s| {
@@ -163,27 +293,46 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
                                 .or_default() += 1;
                         }
                     }
+                    bar.set_message("");
                     bar.inc(1);
                 }
             });
         }
     });
     bar.finish_and_clear();
-    let elapsed = started.elapsed().as_secs_f64().max(1e-9);
-    let sent = plan.reports.len() as u64;
     let errors = tally.errors.load(Ordering::Relaxed);
-    println!("installs    {}", args.instances);
-    println!("with_id     {}", plan.with_instance_id);
-    println!("sent        {sent}");
-    println!("accepted    {}", tally.accepted.load(Ordering::Relaxed));
-    println!("duplicates  {}", tally.duplicates.load(Ordering::Relaxed));
-    println!("errors      {errors}");
-    println!("rate        {:.1} reports/s", sent as f64 / elapsed);
+    print_summary(
+        args,
+        &plan,
+        tally.accepted.load(Ordering::Relaxed),
+        tally.duplicates.load(Ordering::Relaxed),
+        errors,
+        started,
+    );
     for (message, n) in tally.messages.lock().expect("not poisoned").iter().take(5) {
         eprintln!("anonstats: {n} × {message}");
     }
     anyhow::ensure!(errors == 0, "{errors} report(s) were not stored");
     Ok(())
+}
+
+fn print_summary(
+    args: &SimulateArgs,
+    plan: &Plan,
+    accepted: u64,
+    duplicates: u64,
+    errors: u64,
+    started: Instant,
+) {
+    let elapsed = started.elapsed().as_secs_f64().max(1e-9);
+    let sent = plan.reports.len() as u64;
+    println!("installs    {}", args.instances);
+    println!("with_id     {}", plan.with_instance_id);
+    println!("sent        {sent}");
+    println!("accepted    {accepted}");
+    println!("duplicates  {duplicates}");
+    println!("errors      {errors}");
+    println!("rate        {:.1} reports/s", sent as f64 / elapsed);
 }
 
 /// A release of the simulated product.
@@ -221,11 +370,18 @@ pub fn plan(
     let mut reports = Vec::new();
     let mut with_instance_id = 0;
     for install in 0..installs {
-        // More installs recently: the population grows.
-        let install_day = ((days as f64) * rng.random::<f64>().sqrt()) as i64;
+        // Part of the installed base predates the simulated days, so that
+        // updates come in from the first day; the rest grows, more installs
+        // recently. Reports before day 0 shape an install's state but are
+        // not sent.
+        let install_day = if rng.random::<f64>() < PREDATING_SHARE {
+            -rng.random_range(1..=PREHISTORY_DAYS)
+        } else {
+            ((days as f64) * rng.random::<f64>().sqrt()) as i64
+        };
         let install_day = install_day.min(days - 1);
         let has_id = rng.random::<f64>() < 0.92;
-        with_instance_id += usize::from(has_id);
+        let planned_before = reports.len();
         let instance_id = has_id.then(|| uuid_from(&mut rng));
         let habit = match rng.random::<f64>() {
             x if x < 0.3 => Habit {
@@ -249,13 +405,16 @@ pub fn plan(
             version: Some(releases[current].version.clone()),
             ..state.clone()
         };
-        reports.push(Planned {
-            day: install_day as u32,
-            install,
-            body: first
-                .finish(catalog, uuid_from(&mut rng), instance_id)
-                .body(),
-        });
+        let body = first
+            .finish(catalog, uuid_from(&mut rng), instance_id)
+            .body();
+        if install_day >= 0 {
+            reports.push(Planned {
+                day: install_day as u32,
+                install,
+                body,
+            });
+        }
         let mut day = install_day;
         let mut next = current + 1;
         while next < releases.len() {
@@ -278,17 +437,21 @@ pub fn plan(
                 previous_version: Some(releases[current].version.clone()),
                 ..state.clone()
             };
-            reports.push(Planned {
-                day: when as u32,
-                install,
-                body: update
-                    .finish(catalog, uuid_from(&mut rng), instance_id)
-                    .body(),
-            });
+            let body = update
+                .finish(catalog, uuid_from(&mut rng), instance_id)
+                .body();
+            if when >= 0 {
+                reports.push(Planned {
+                    day: when as u32,
+                    install,
+                    body,
+                });
+            }
             current = target;
             day = when;
             next = target + 1;
         }
+        with_instance_id += usize::from(has_id && reports.len() > planned_before);
     }
     // Stable: an install's reports keep their order within a day.
     reports.sort_by_key(|r| r.day);
@@ -296,6 +459,7 @@ pub fn plan(
         reports,
         with_instance_id,
         releases: releases.iter().filter(|r| r.day >= 0).count(),
+        days: days as u32,
     })
 }
 
@@ -307,7 +471,7 @@ fn uuid_from(rng: &mut StdRng) -> Uuid {
 /// half a year before the window to its end.
 fn releases(rng: &mut StdRng, days: u32) -> Vec<Release> {
     let (mut major, mut minor, mut patch) = (4u32, 0u32, 0u32);
-    let mut day = -180i64;
+    let mut day = -PREHISTORY_DAYS;
     let mut out = Vec::new();
     let mut n = 0;
     while day < i64::from(days) {
@@ -500,7 +664,11 @@ mod tests {
             if v["event"] == "update" {
                 updates += 1;
                 let prev = semver::Version::parse(v["previous_version"].as_str().unwrap()).unwrap();
-                assert_eq!(last.get(&r.install), Some(&prev));
+                // The first update of an install older than the plan has
+                // no earlier report in it.
+                if let Some(last) = last.get(&r.install) {
+                    assert_eq!(last, &prev);
+                }
                 assert!(version > prev);
             }
             last.insert(r.install, version);

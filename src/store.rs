@@ -36,6 +36,11 @@ const CHUNK_ROWS: usize = 1000;
 /// Name of the setting holding the generated pseudonymisation secret.
 pub const SECRET_SETTING: &str = "pseudonym_secret";
 
+/// Name of the setting that marks a database holding synthetic demo data
+/// (`anonstats simulate --database`); its value is the day it was first
+/// written.
+pub const SYNTHETIC_SETTING: &str = "synthetic_data";
+
 /// What happened to one report of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -62,6 +67,14 @@ pub fn get_or_insert_setting(conn: &mut DbConn, name: &str, value: &str) -> Quer
         .on_conflict_do_nothing()
         .execute(c))?;
     get_setting(conn, name)?.ok_or(DieselError::NotFound)
+}
+
+/// Whether any report was ever counted (one row of `daily_events`).
+pub fn has_reports(conn: &mut DbConn) -> QueryResult<bool> {
+    with_conn!(conn, |c| diesel::select(diesel::dsl::exists(
+        daily_events::table.select(daily_events::reports)
+    ))
+    .get_result::<bool>(c))
 }
 
 /// Checks that the database answers.

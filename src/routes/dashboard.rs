@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use super::stats::TOKEN_COOKIE;
 use crate::startup::AppState;
+use crate::store;
 
 const PAGE: &str = include_str!("../../assets/dashboard.html");
 const SIGN_IN: &str = include_str!("../../assets/signin.html");
@@ -50,6 +51,37 @@ fn sign_in_page(status: actix_web::http::StatusCode, error: bool) -> HttpRespons
     html(status, SIGN_IN.replace("<!--error-->", message))
 }
 
+/// The line that says the figures are made up, when the database holds
+/// demo data written by `anonstats simulate --database`.
+async fn synthetic_notice(state: &web::Data<AppState>) -> String {
+    let state = state.clone();
+    let since = web::block(move || {
+        let mut conn = state.pool.get().ok()?;
+        store::get_setting(&mut conn, store::SYNTHETIC_SETTING)
+            .ok()
+            .flatten()
+    })
+    .await
+    .ok()
+    .flatten();
+    match since {
+        // The value is a day this collector's own simulate wrote; it is
+        // escaped anyway, as everything put into the page.
+        Some(day) => format!(
+            r#"<p class="synthetic" id="synthetic" role="note">Demo data: this database holds synthetic reports written by <code>anonstats simulate</code> (since {}). None of these figures describes real installs.</p>"#,
+            escape(&day)
+        ),
+        None => String::new(),
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
 /// `GET /`: the dashboard, or the sign-in form when a token is required and
 /// the browser has not presented it.
 pub async fn page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
@@ -59,9 +91,11 @@ pub async fn page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
         } else {
             ""
         };
+        let notice = synthetic_notice(&state).await;
         html(
             actix_web::http::StatusCode::OK,
-            PAGE.replace("<!--signout-->", sign_out),
+            PAGE.replace("<!--signout-->", sign_out)
+                .replace("<!--synthetic-->", &notice),
         )
     } else {
         sign_in_page(actix_web::http::StatusCode::OK, false)

@@ -1,18 +1,21 @@
-//! The dashboard in a real browser (headless Chromium), against a seeded
-//! collector: the charts must show the API's numbers, the page must log no
-//! error, and a screenshot is saved under `target/` for people to look at.
-//! Skipped, with a message, where Chromium is not installed.
+//! The dashboard in a real browser (headless Chromium), on the README's demo
+//! (`anonstats simulate --database`): at pinned days (first and last of a
+//! month, New Year, a leap day) and with the browser far east and far west
+//! of UTC, the charts must show the API's numbers and the page must log no
+//! error. A screenshot of the demo is saved under `target/` for people to
+//! look at. Skipped, with a message, where Chromium is not installed.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use chrono::NaiveDate;
 use regex::Regex;
 use serde_json::Value;
 
 use crate::helpers::*;
 use crate::on_both_backends;
-use crate::stats_seed::{install, seed, update, RecordExt};
+use crate::stats_seed::{install, seed, RecordExt};
 
 /// Where Chromium is, if anywhere.
 fn chromium() -> Option<PathBuf> {
@@ -29,8 +32,9 @@ fn chromium() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Runs headless Chromium on `url` with `extra` arguments and returns stdout.
-fn run_chromium(binary: &Path, url: &str, extra: &[&str]) -> String {
+/// Runs headless Chromium on `url` in the time zone `tz` with `extra`
+/// arguments and returns stdout.
+fn run_chromium(binary: &Path, url: &str, tz: &str, extra: &[&str]) -> String {
     let profile = tempfile::tempdir().unwrap();
     let out = Command::new(binary)
         .args([
@@ -50,6 +54,7 @@ fn run_chromium(binary: &Path, url: &str, extra: &[&str]) -> String {
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .args(extra)
         .arg(url)
+        .env("TZ", tz)
         .output()
         .expect("run chromium");
     assert!(
@@ -60,46 +65,33 @@ fn run_chromium(binary: &Path, url: &str, extra: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A year and a half of installs and updates across releases, editions,
-/// PHP versions and sizes, plus a rare PHP version that must stay hidden.
-fn demo_records() -> Vec<anonstats::anonymize::Record> {
-    let releases = ["4.8.0", "4.9.0", "4.10.0", "4.10.1", "5.0.0"];
-    let php = ["8.1", "8.2", "8.2", "8.3", "8.3", "8.4"];
-    let editions = ["ce", "ce", "ce", "pro", "cloud"];
-    let mut records = Vec::new();
-    let mut state: u64 = 42;
-    let mut next = |n: u64| {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (state >> 33) % n
-    };
-    for i in 0..400i64 {
-        let days_ago = 540 - i * 540 / 400;
-        let release = (releases.len() as i64 - 1 - days_ago / 120).max(0) as usize;
-        let users = 1 + next(3000) as i64 * next(3000) as i64 / 3000;
-        let r = install(days_ago, releases[release])
-            .attr("php_version", php[next(php.len() as u64) as usize])
-            .attr("edition", editions[next(editions.len() as u64) as usize])
-            .counter("users", users)
-            .counter("resources", users * (5 + next(200) as i64))
-            .feature("mfa", next(2) == 0)
-            .feature("sso", next(5) == 0);
-        records.push(r);
-    }
-    for (n, from, to, days_ago) in [
-        (90, "4.9.0", "4.10.0", 200),
-        (60, "4.10.0", "4.10.1", 100),
-        (120, "4.10.1", "5.0.0", 20),
-    ] {
-        for j in 0..n {
-            records.push(update(days_ago - (j % 15), from, to).attr("php_version", "8.3"));
-        }
-    }
-    for _ in 0..3 {
-        records.push(install(10, "5.0.0").attr("php_version", "7.3"));
-    }
-    records
+/// The README's demo: `anonstats simulate --database`, a year of history
+/// ending on `today`.
+pub fn write_demo(db: &TestDb, today: NaiveDate) {
+    let out = Command::new(env!("CARGO_BIN_EXE_anonstats"))
+        .args(["simulate", "--database", &db.url, "--seed", "2026"])
+        .args(["--today", &today.to_string()])
+        .env_remove("ANONSTATS_SECRET")
+        .env_remove("ANONSTATS_CATALOG")
+        .output()
+        .expect("run anonstats simulate");
+    assert!(
+        out.status.success(),
+        "simulate failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Three installs on a PHP version the demo never uses: a group below k
+/// that no chart may show.
+fn rare_php(today: NaiveDate) -> Vec<anonstats::anonymize::Record> {
+    (0..3)
+        .map(|_| {
+            let mut r = install(0, "5.0.0").attr("php_version", "7.3");
+            r.day = today - chrono::Duration::days(10);
+            r
+        })
+        .collect()
 }
 
 /// `(key, value)` pairs of the elements carrying `attr_key` and `data-value`
@@ -130,6 +122,16 @@ fn number(v: &Value) -> String {
     }
 }
 
+/// Pinned days, each with the time zone the browser runs in: far ahead of
+/// UTC, far behind it, and UTC itself.
+const BROWSER_DAYS: [(&str, &str); 5] = [
+    (PINNED_DAYS[0], "Pacific/Kiritimati"),
+    (PINNED_DAYS[1], "America/Los_Angeles"),
+    (PINNED_DAYS[2], "Pacific/Kiritimati"),
+    (PINNED_DAYS[3], "America/Los_Angeles"),
+    (PINNED_DAYS[4], "UTC"),
+];
+
 async fn dashboard_shows_the_api_numbers(db: TestDb) {
     let Some(browser) = chromium() else {
         let _ = writeln!(
@@ -139,8 +141,49 @@ async fn dashboard_shows_the_api_numbers(db: TestDb) {
         return;
     };
     let backend = db.backend;
-    let app = spawn_app(db).await;
-    seed(&app.db, &demo_records());
+    let mut first = Some(db);
+    for (i, (today, tz)) in BROWSER_DAYS.into_iter().enumerate() {
+        let db = first.take().unwrap_or_else(|| TestDb::new(backend));
+        let screenshot = (i == 0).then(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("target")
+                .join(format!(
+                    "dashboard-{}.png",
+                    format!("{backend:?}").to_lowercase()
+                ))
+        });
+        dashboard_matches_the_api_on(db, day(today), tz, &browser, screenshot).await;
+    }
+}
+on_both_backends!(dashboard_shows_the_api_numbers);
+
+/// `(key, value)` pairs of the rows of an API answer.
+fn api_pairs(answer: &Value, key: impl Fn(&Value) -> String, value: &str) -> Vec<(String, String)> {
+    answer["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (key(r), number(&r[value])))
+        .collect()
+}
+
+fn text(v: &Value) -> &str {
+    v.as_str().unwrap()
+}
+
+/// The dashboard of the demo on `today`, seen from a browser in `tz`, shows
+/// exactly what the API answers by default.
+async fn dashboard_matches_the_api_on(
+    db: TestDb,
+    today: NaiveDate,
+    tz: &str,
+    browser: &Path,
+    screenshot: Option<PathBuf>,
+) {
+    let context = format!("on {today}, browser in {tz}");
+    write_demo(&db, today);
+    seed(&db, &rare_php(today));
+    let app = spawn_app_with(db, |c| c.clock = anonstats::clock::Clock::Fixed(today)).await;
     let url = format!("{}/?interval=month", app.address);
     let api = |path: &'static str| {
         let app = &app;
@@ -148,21 +191,23 @@ async fn dashboard_shows_the_api_numbers(db: TestDb) {
     };
 
     let dom = {
-        let (browser, url) = (browser.clone(), url.clone());
-        actix_web::rt::task::spawn_blocking(move || run_chromium(&browser, &url, &["--dump-dom"]))
-            .await
-            .unwrap()
+        let (browser, url, tz) = (browser.to_owned(), url.clone(), tz.to_owned());
+        actix_web::rt::task::spawn_blocking(move || {
+            run_chromium(&browser, &url, &tz, &["--dump-dom"])
+        })
+        .await
+        .unwrap()
     };
 
     assert!(
         dom.contains(r#"data-ready="true""#),
-        "the page finished rendering"
+        "{context}: the page finished rendering"
     );
     assert!(
         Regex::new(r#"<pre id="errors" hidden=""></pre>"#)
             .unwrap()
             .is_match(&dom),
-        "the page logged errors: {}",
+        "{context}: the page logged errors: {}",
         dom.split(r#"id="errors""#)
             .nth(1)
             .unwrap_or("")
@@ -170,67 +215,56 @@ async fn dashboard_shows_the_api_numbers(db: TestDb) {
             .take(500)
             .collect::<String>()
     );
+    assert!(
+        dom.contains(r#"id="synthetic""#),
+        "{context}: the demo is marked as synthetic"
+    );
 
+    // The page asks for the collector's own default range, whatever the
+    // browser's clock and time zone.
     let summary = api("/api/v1/stats/summary").await;
+    assert_eq!(summary["to"], today.to_string(), "{context}");
+    let status = Regex::new(r#"id="status"[^>]*>([^<]*)<"#)
+        .unwrap()
+        .captures(&dom)
+        .expect("status line")[1]
+        .to_owned();
+    let range = format!("{} to {}", text(&summary["from"]), text(&summary["to"]));
+    assert!(status.contains(&range), "{context}: {status}, not {range}");
     let active = Regex::new(r#"data-summary="active_instances" data-value="(\d+)""#)
         .unwrap()
         .captures(&dom)
         .expect("active installs card")[1]
         .to_owned();
-    assert_eq!(active, number(&summary["active_instances"]));
+    assert_eq!(active, number(&summary["active_instances"]), "{context}");
 
     let versions = api("/api/v1/stats/versions").await;
-    let expected: Vec<(String, String)> = versions["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["version"].as_str().unwrap().to_owned(),
-                number(&r["instances"]),
-            )
-        })
-        .collect();
-    assert!(expected.len() >= 3, "{expected:?}");
-    assert_eq!(chart_values(&dom, "versions", "data-key"), expected);
+    let expected = api_pairs(&versions, |r| text(&r["version"]).to_owned(), "instances");
+    assert!(expected.len() >= 5, "{context}: {expected:?}");
+    assert_eq!(
+        chart_values(&dom, "versions", "data-key"),
+        expected,
+        "{context}"
+    );
 
     let php = api("/api/v1/stats/attributes/php_version").await;
-    let expected: Vec<(String, String)> = php["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["value"].as_str().unwrap().to_owned(),
-                number(&r["instances"]),
-            )
-        })
-        .collect();
+    let expected = api_pairs(&php, |r| text(&r["value"]).to_owned(), "instances");
     assert!(
         !expected.iter().any(|(v, _)| v == "7.3"),
-        "3 installs stay below k"
+        "{context}: 3 installs stay below k"
     );
     assert_eq!(
         chart_values(&dom, "attribute-php_version", "data-key"),
-        expected
+        expected,
+        "{context}"
     );
 
     let events = api("/api/v1/stats/events?interval=month").await;
-    let mut expected: Vec<(String, String)> = events["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                format!(
-                    "{}/{}",
-                    r["period"].as_str().unwrap(),
-                    r["event"].as_str().unwrap()
-                ),
-                number(&r["reports"]),
-            )
-        })
-        .collect();
+    let mut expected = api_pairs(
+        &events,
+        |r| format!("{}/{}", text(&r["period"]), text(&r["event"])),
+        "reports",
+    );
     expected.sort();
     let point =
         Regex::new(r#"data-period="([^"]+)" data-event="([^"]+)" data-value="(\d+)""#).unwrap();
@@ -240,59 +274,56 @@ async fn dashboard_shows_the_api_numbers(db: TestDb) {
         .filter(|(_, v)| v != "0")
         .collect();
     drawn.sort();
-    assert!(expected.len() >= 6, "several months of events");
-    assert_eq!(drawn, expected);
+    assert!(
+        expected.len() >= 20,
+        "{context}: a year of months of both events: {expected:?}"
+    );
+    assert_eq!(drawn, expected, "{context}");
 
     let counters = api("/api/v1/stats/counters").await;
     for row in counters["rows"].as_array().unwrap() {
         let total = Regex::new(&format!(
             r#"data-counter-stats="{}".*?data-stat="total" data-value="([^"]*)""#,
-            row["counter"].as_str().unwrap()
+            text(&row["counter"])
         ))
         .unwrap()
         .captures(&dom)
         .expect("counter figures")[1]
             .to_owned();
-        assert_eq!(total, number(&row["total"]));
+        assert_eq!(total, number(&row["total"]), "{context}");
     }
 
     let upgrades = api("/api/v1/stats/upgrades").await;
-    let expected: Vec<(String, String)> = upgrades["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                format!(
-                    "{} → {}",
-                    r["from"].as_str().unwrap(),
-                    r["to"].as_str().unwrap()
-                ),
-                number(&r["reports"]),
-            )
-        })
-        .collect();
-    assert_eq!(chart_values(&dom, "upgrades", "data-key"), expected);
+    let expected = api_pairs(
+        &upgrades,
+        |r| format!("{} → {}", text(&r["from"]), text(&r["to"])),
+        "reports",
+    );
+    assert!(expected.len() >= 5, "{context}: upgrade paths {expected:?}");
+    assert_eq!(
+        chart_values(&dom, "upgrades", "data-key"),
+        expected,
+        "{context}"
+    );
 
-    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
-    std::fs::create_dir_all(&target).unwrap();
-    let shot = target.join(format!(
-        "dashboard-{}.png",
-        format!("{backend:?}").to_lowercase()
-    ));
-    let _ = std::fs::remove_file(&shot);
-    actix_web::rt::task::spawn_blocking(move || {
-        run_chromium(
-            &browser,
-            &url,
-            &[&format!("--screenshot={}", shot.display())],
-        );
-        assert!(shot.is_file(), "screenshot saved");
-    })
-    .await
-    .unwrap();
+    if let Some(shot) = screenshot {
+        std::fs::create_dir_all(shot.parent().unwrap()).unwrap();
+        let _ = std::fs::remove_file(&shot);
+        let (browser, tz) = (browser.to_owned(), tz.to_owned());
+        actix_web::rt::task::spawn_blocking(move || {
+            run_chromium(
+                &browser,
+                &url,
+                &tz,
+                &[&format!("--screenshot={}", shot.display())],
+            );
+            assert!(shot.is_file(), "screenshot saved");
+        })
+        .await
+        .unwrap();
+    }
+    app.stop().await;
 }
-on_both_backends!(dashboard_shows_the_api_numbers);
 
 async fn dashboard_sign_in_keeps_the_token_in_an_http_only_cookie(db: TestDb) {
     let token = "dashboard-test-token-0123456789";
