@@ -152,6 +152,36 @@ fn progress_bar(message: &str) -> indicatif::ProgressBar {
     bar
 }
 
+/// Says why the run stands still (rate-limited, overloaded, collector
+/// down): on the bar when there is one, else as a line on stderr, at most
+/// one a second so that many waiting lanes do not flood a log.
+#[derive(Clone)]
+struct Waiting {
+    bar: indicatif::ProgressBar,
+    last_line: Arc<Mutex<Option<Instant>>>,
+}
+
+impl Waiting {
+    fn new(bar: indicatif::ProgressBar) -> Waiting {
+        Waiting {
+            bar,
+            last_line: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    fn explain(&self, notice: &str) {
+        if !self.bar.is_hidden() {
+            self.bar.set_message(format!("waiting: {notice}"));
+            return;
+        }
+        let mut last = self.last_line.lock().unwrap_or_else(|e| e.into_inner());
+        if !matches!(*last, Some(t) if t.elapsed() < Duration::from_secs(1)) {
+            *last = Some(Instant::now());
+            eprintln!("anonstats: waiting: {notice}");
+        }
+    }
+}
+
 fn product_of<'a>(args: &'a SimulateArgs, catalog: &'a Catalog) -> anyhow::Result<&'a str> {
     match &args.product {
         Some(p) => Ok(p),
@@ -227,17 +257,16 @@ fn into_database(args: &SimulateArgs, url: &str, seed: u64) -> anyhow::Result<()
 /// Plans the population and posts it to the collector.
 fn over_http(args: &SimulateArgs, seed: u64) -> anyhow::Result<()> {
     let bar = progress_bar(&format!("fetching the catalog from {}", args.collector));
-    let waiting = bar.clone();
+    let waiting = Waiting::new(bar.clone());
     let client = Client::new(
         &args.collector,
         Options {
-            retries: 3,
+            // A rate-limited or restarting collector is waited for (and the
+            // wait explained), not given up on after a few seconds.
+            retries: 10,
             base_delay: Duration::from_millis(200),
-            max_delay: Duration::from_secs(5),
-            // Says why the bar stands still: rate-limited, overloaded, down.
-            on_retry: Some(Arc::new(move |notice: &str| {
-                waiting.set_message(format!("waiting: {notice}"));
-            })),
+            max_delay: Duration::from_secs(60),
+            on_retry: Some(Arc::new(move |notice: &str| waiting.explain(notice))),
             ..Options::default()
         },
     );
@@ -309,8 +338,14 @@ fn over_http(args: &SimulateArgs, seed: u64) -> anyhow::Result<()> {
         errors,
         started,
     );
-    for (message, n) in tally.messages.lock().expect("not poisoned").iter().take(5) {
+    let messages = tally.messages.lock().expect("not poisoned");
+    for (message, n) in messages.iter().take(5) {
         eprintln!("anonstats: {n} × {message}");
+    }
+    if messages.keys().any(|m| m.contains("429")) {
+        eprintln!(
+            "anonstats: the collector's per-source rate limit refused reports; for a demo, write its history straight into the database instead: anonstats simulate --database FILE"
+        );
     }
     anyhow::ensure!(errors == 0, "{errors} report(s) were not stored");
     Ok(())

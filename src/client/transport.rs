@@ -177,7 +177,7 @@ impl Client {
             let (failure, retry_after) = match self.once(method, &url, body) {
                 Ok(a) if is_transient(a.answer.status) => {
                     let wait = a.retry_after;
-                    (format!("HTTP {}", a.answer.status), wait)
+                    (transient_reason(a.answer.status), wait)
                 }
                 Ok(a) => return Ok(a.answer),
                 Err(Attempt::Permanent(e)) => {
@@ -297,6 +297,15 @@ fn classify(e: ureq::Error) -> Attempt {
 /// collector that fails on this report would fail again.
 fn is_transient(status: u16) -> bool {
     matches!(status, 429 | 502 | 503 | 504)
+}
+
+/// What a "later" answer means, for the people watching.
+fn transient_reason(status: u16) -> String {
+    match status {
+        429 => "HTTP 429: rate-limited by the collector".to_owned(),
+        503 => "HTTP 503: the collector is busy or its database is down".to_owned(),
+        other => format!("HTTP {other}: the collector's gateway could not reach it"),
+    }
 }
 
 /// `Retry-After` as seconds or as an HTTP date.

@@ -93,3 +93,51 @@ async fn readiness_reports_queue_and_writer(db: TestDb) {
     assert!(body["queue_capacity"].as_u64().unwrap() > 0);
 }
 on_both_backends!(readiness_reports_queue_and_writer);
+
+async fn text_logs_written_to_a_file_carry_no_colour_escapes(db: TestDb) {
+    // As under systemd, `docker logs` or `2> log`: stderr is a file.
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("collector.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_anonstats"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--database", &db.url])
+        .env("RUST_LOG", "info")
+        .env_remove("NO_COLOR")
+        .env_remove("ANONSTATS_LOG_FORMAT")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let port_line = regex::Regex::new(r"collector listening.*port=(\d+)").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let port: u16 = loop {
+        let text = std::fs::read_to_string(&log_path).unwrap();
+        if let Some(c) = port_line.captures(&text) {
+            break c[1].parse().unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "not started: {text}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+
+    let answer = raw_http(
+        port,
+        "127.0.0.1".parse().unwrap(),
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    child.wait().unwrap();
+
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let logs = std::fs::read(&log_path).unwrap();
+    let text = String::from_utf8_lossy(&logs);
+    assert!(text.contains("request"), "the access line is there: {text}");
+    assert!(
+        !logs.contains(&0x1b),
+        "escape bytes in the log file: {text:?}"
+    );
+}
+on_both_backends!(text_logs_written_to_a_file_carry_no_colour_escapes);
