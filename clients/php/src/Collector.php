@@ -174,7 +174,8 @@ final class Collector
         if (preg_match('/^[0-9]+$/D', $value) === 1) {
             return (float) $value;
         }
-        $when = \DateTimeImmutable::createFromFormat(\DateTimeInterface::RFC7231, $value)
+        // An IMF-fixdate (`Wed, 21 Oct 2015 07:28:00 GMT`), or RFC 2822 with an offset.
+        $when = \DateTimeImmutable::createFromFormat('D, d M Y H:i:s \G\M\T', $value, new \DateTimeZone('UTC'))
             ?: \DateTimeImmutable::createFromFormat(\DateTimeInterface::RFC2822, $value);
         if ($when === false) {
             return null;

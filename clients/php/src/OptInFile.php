@@ -74,8 +74,10 @@ final class OptInFile
         if (!is_dir($dir) && !@mkdir($dir, 0777, true) && !is_dir($dir)) {
             throw new OptInException("cannot write {$this->path}: " . self::lastPhpError());
         }
-        $tmp = $dir . DIRECTORY_SEPARATOR . '.' . basename($this->path) . '.' . getmypid() . '.tmp';
+        $tmp = null;
         try {
+            // Unique per process and call, so that two writers never share one.
+            $tmp = $dir . DIRECTORY_SEPARATOR . '.' . basename($this->path) . '.' . getmypid() . '.' . bin2hex(random_bytes(4)) . '.tmp';
             $old = umask(0077);
             try {
                 $handle = @fopen($tmp, 'wb');
@@ -105,7 +107,9 @@ final class OptInFile
                 throw new OptInException("cannot write {$this->path}: " . self::lastPhpError());
             }
         } catch (\Throwable $e) {
-            @unlink($tmp);
+            if ($tmp !== null) {
+                @unlink($tmp);
+            }
             throw $e instanceof OptInException ? $e : new OptInException("cannot write {$this->path}: {$e->getMessage()}", 0, $e);
         }
         if (function_exists('opcache_invalidate')) {

@@ -28,7 +28,7 @@ final class Options
      *                                      asking for more ends the retries
      * @param \Closure|null $logger         called with one line per notable event
      *                                      (`fn (string $line): void`), e.g. a PSR-3 logger's
-     *                                      warning(); null logs nothing
+     *                                      `$logger->warning(...)`; null logs nothing
      *
      * @throws \InvalidArgumentException on a negative or zero duration, or negative retries
      */

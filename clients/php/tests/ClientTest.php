@@ -152,6 +152,21 @@ final class ClientTest extends TestCase
         self::assertSame(2, $client->lastDelivery()?->attempts);
     }
 
+    public function testARetryAfterInThePastOrUnreadableStillRetries(): void
+    {
+        $transport = self::transport([
+            new Response(503, '', 'Wed, 21 Oct 2015 07:28:00 GMT'),
+            new Response(429, '', 'soon'),
+            new Response(200, '{"status":"duplicate"}'),
+        ]);
+        $client = new Client($this->optedIn(), new Options(collector: 'http://c.invalid', baseDelay: 0.05), $transport);
+        $start = microtime(true);
+        self::assertTrue($client->send(Report::install('passbolt', '4.10.1')));
+        self::assertLessThan(0.5, microtime(true) - $start);
+        self::assertSame(Delivery::DUPLICATE, $client->lastDelivery()?->status);
+        self::assertSame(3, $client->lastDelivery()?->attempts);
+    }
+
     public function testABadUrlIsNotRetried(): void
     {
         $client = new Client($this->optedIn(), new Options(collector: 'ftp://c.invalid'));
