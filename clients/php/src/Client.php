@@ -132,7 +132,9 @@ final class Client
      * `POST /api/v1/reports`, with a fresh `report_id` (or `$reportId`, to
      * resend a report without counting it twice). Retries network errors,
      * 429, 502, 503 and 504 with the same `report_id`, honouring
-     * `Retry-After`, within the time budget.
+     * `Retry-After`, within the time budget. With
+     * {@see Options::$checkCatalog}, the collector's catalog is fetched
+     * first and a report with names it does not list is not sent.
      *
      * Never throws. Returns true only when the collector stored the report
      * (202) or already had it (200); {@see lastDelivery()} then says which.
@@ -157,7 +159,21 @@ final class Client
                 return $this->fail('report not sent: the report id is not a UUID');
             }
             $body = $report->body($this->lastReportId, $state->instanceId);
-            $collector = $this->collector($state);
+            $start = hrtime(true);
+            if ($this->options->checkCatalog) {
+                $check = $report->checkAgainst($this->collector($state, $this->options)->fetchCatalog());
+                foreach ($check->warnings as $warning) {
+                    $this->log("warning: {$warning}");
+                }
+                if (!$check->isOk()) {
+                    return $this->fail("report not sent: the report does not match the catalog:\n  " . implode("\n  ", $check->errors));
+                }
+            }
+            $left = $this->options->budget - (hrtime(true) - $start) / 1e9;
+            if ($left <= 0.001) {
+                return $this->fail('report not sent: the time budget was spent fetching the catalog');
+            }
+            $collector = $this->collector($state, $this->options->withBudget($left));
             $delivery = $collector->sendReport($body);
             $this->lastDelivery = $delivery;
             if ($delivery->status === Delivery::ACCEPTED) {
@@ -172,6 +188,37 @@ final class Client
             return true;
         } catch (\Throwable $e) {
             return $this->fail('report not sent: ' . $e->getMessage());
+        }
+    }
+
+    /**
+     * Checks a report against the collector's catalog (`GET
+     * /api/v1/catalog`), as `anonstats send` does before sending: names the
+     * catalog does not list and counters above their bound are errors,
+     * attribute values it does not list are warnings (stored as `other`).
+     * For the host application's tests and for showing administrators what
+     * will be stored. Sends no report, but does connect to the collector
+     * (whether or not the install is opted in), which sees the address
+     * like that of any request: call it on the administrator's request or
+     * in tests, not on every page.
+     *
+     * Never throws; null when the catalog could not be fetched within the
+     * time budget ({@see lastError()} says why).
+     */
+    public function check(Report $report): ?CatalogCheck
+    {
+        $this->lastError = null;
+        try {
+            $state = $this->file->load();
+        } catch (\Throwable) {
+            $state = new OptIn();
+        }
+        try {
+            return $report->checkAgainst($this->collector($state, $this->options)->fetchCatalog());
+        } catch (\Throwable $e) {
+            $this->fail('cannot fetch the catalog: ' . $e->getMessage());
+
+            return null;
         }
     }
 
@@ -202,7 +249,7 @@ final class Client
 
                 return true;
             }
-            $collector = $this->collector($state);
+            $collector = $this->collector($state, $this->options);
             $collector->forget($state->instanceId, $product);
             $this->file->save($state->forgotten());
             $this->log("the collector at {$collector->baseUrl()} has forgotten this install's state; opted out and dropped the instance id from {$this->file->path()}");
@@ -241,11 +288,11 @@ final class Client
         return $this->lastReportId;
     }
 
-    private function collector(OptIn $state): Collector
+    private function collector(OptIn $state, Options $options): Collector
     {
         return new Collector(
             $this->options->collector ?? $state->collector ?? self::DEFAULT_COLLECTOR,
-            $this->options,
+            $options,
             $this->transport
         );
     }

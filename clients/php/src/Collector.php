@@ -34,6 +34,29 @@ final class Collector
     }
 
     /**
+     * The collector's catalog (`GET /api/v1/catalog`), decoded: what it
+     * stores, to check a report with {@see Report::checkAgainst()}.
+     *
+     * @return array<string, mixed>
+     *
+     * @throws SendException when the collector refused or could not be reached in time,
+     *                       or the answer is not a catalog
+     */
+    public function fetchCatalog(): array
+    {
+        [$answer, $attempts] = $this->request('GET', '/api/v1/catalog', null);
+        if ($answer->status !== 200) {
+            throw self::refused($answer, $attempts);
+        }
+        $catalog = json_decode($answer->body, true);
+        if (!is_array($catalog) || !is_array($catalog['products'] ?? null)) {
+            throw new SendException('unexpected answer from the collector: not a catalog', 200, $attempts);
+        }
+
+        return $catalog;
+    }
+
+    /**
      * Posts a report body (as built by {@see Report::body()}) to
      * `POST /api/v1/reports`. Every attempt sends the same bytes, hence the
      * same `report_id`: a report that got through on an attempt whose answer

@@ -29,6 +29,10 @@ final class Options
      * @param \Closure|null $logger         called with one line per notable event
      *                                      (`fn (string $line): void`), e.g. a PSR-3 logger's
      *                                      `$logger->warning(...)`; null logs nothing
+     * @param bool          $checkCatalog   whether send() first fetches the collector's catalog
+     *                                      and refuses, as `anonstats send` does, a report with
+     *                                      names it does not list (one more request, within the
+     *                                      same budget; no report when the catalog cannot be had)
      *
      * @throws \InvalidArgumentException on a negative or zero duration, or negative retries
      */
@@ -40,6 +44,7 @@ final class Options
         public readonly float $baseDelay = 0.5,
         public readonly float $maxDelay = 30.0,
         public readonly ?\Closure $logger = null,
+        public readonly bool $checkCatalog = false,
     ) {
         if ($budget <= 0 || $requestTimeout <= 0) {
             throw new \InvalidArgumentException('budget and requestTimeout must be positive');
@@ -47,5 +52,15 @@ final class Options
         if ($retries < 0 || $baseDelay < 0 || $maxDelay < 0) {
             throw new \InvalidArgumentException('retries, baseDelay and maxDelay must not be negative');
         }
+    }
+
+    /**
+     * A copy with another time budget, in seconds.
+     *
+     * @throws \InvalidArgumentException when it is not positive
+     */
+    public function withBudget(float $budget): self
+    {
+        return new self($this->collector, $budget, $this->requestTimeout, $this->retries, $this->baseDelay, $this->maxDelay, $this->logger, $this->checkCatalog);
     }
 }

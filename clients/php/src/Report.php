@@ -216,6 +216,52 @@ final class Report
     }
 
     /**
+     * Checks the report against a catalog (the collector's
+     * `GET /api/v1/catalog`, decoded), as `anonstats send` does before
+     * sending: on top of {@see problems()}, a product the catalog does not
+     * have, names it does not list for the product (the collector would
+     * silently drop them) and counters above their bound are errors;
+     * attribute values it does not list are warnings (they are stored as
+     * `other`).
+     *
+     * @param array<string, mixed> $catalog
+     */
+    public function checkAgainst(array $catalog): CatalogCheck
+    {
+        $errors = $this->problems();
+        $warnings = [];
+        $product = $catalog['products'][$this->product] ?? null;
+        if (!is_array($product)) {
+            $errors[] = 'product: product is not in the catalog (see GET /api/v1/catalog)';
+
+            return new CatalogCheck($errors, $warnings);
+        }
+        $known = static fn (string $section): array => is_array($product[$section] ?? null) ? $product[$section] : [];
+        foreach (['attributes' => $this->attributes, 'counters' => $this->counters, 'features' => $this->features] as $section => $values) {
+            foreach (array_keys($values) as $name) {
+                if (!array_key_exists((string) $name, $known($section))) {
+                    $errors[] = "{$section}.{$name}: not in the catalog of product {$this->product}";
+                }
+            }
+        }
+        foreach ($this->counters as $name => $value) {
+            $max = $known('counters')[(string) $name]['max'] ?? null;
+            if (is_int($max) && $value > $max) {
+                $errors[] = "counters.{$name}: must be at most {$max}";
+            }
+        }
+        foreach ($this->attributes as $name => $value) {
+            $listed = $known('attributes')[(string) $name]['values'] ?? null;
+            if (is_array($listed) && $value !== 'other' && !in_array($value, $listed, true)) {
+                $warnings[] = "attributes.{$name}: " . json_encode($value, JSON_UNESCAPED_SLASHES | JSON_UNESCAPED_UNICODE | JSON_INVALID_UTF8_SUBSTITUTE)
+                    . ' is not a listed value and will be stored as "other"';
+            }
+        }
+
+        return new CatalogCheck($errors, $warnings);
+    }
+
+    /**
      * The exact request body, as the reference client (`anonstats send`)
      * builds it: indented JSON ending with a newline, fields in a fixed
      * order and names sorted, so that the same report always gives the same

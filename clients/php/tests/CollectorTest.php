@@ -255,6 +255,39 @@ final class CollectorTest extends TestCase
         self::assertSame($before, file_get_contents($path));
     }
 
+    public function testTheCatalogCheckStopsTyposOnlyWhenAskedTo(): void
+    {
+        $collector = $this->collector();
+        $typo = self::installReport()->withCounter('userz', 2)->withAttribute('db_engine', 'oracle');
+        $check = (new Client($this->dir->file('none.json'), new Options(collector: $collector->url)))->check($typo);
+        self::assertNotNull($check);
+        self::assertSame(['counters.userz: not in the catalog of product passbolt'], $check->errors);
+        self::assertSame(['attributes.db_engine: "oracle" is not a listed value and will be stored as "other"'], $check->warnings);
+
+        $notes = [];
+        $logger = static function (string $l) use (&$notes): void {
+            $notes[] = $l;
+        };
+        $strict = new Client($this->dir->file('c.json'), new Options(collector: $collector->url, checkCatalog: true, logger: $logger));
+        $strict->optIn();
+        self::assertFalse($strict->send($typo));
+        self::assertStringContainsString('counters.userz: not in the catalog', (string) $strict->lastError());
+        self::assertSame([0, 0], $this->events(), 'refused before sending');
+        self::assertTrue($strict->send(self::installReport()->withAttribute('db_engine', 'oracle')), (string) $strict->lastError());
+        self::assertStringContainsString('warning: attributes.db_engine', implode("\n", $notes));
+        self::assertSame([1, 0], $this->events());
+
+        $lenient = new Client($this->dir->file('c.json'), new Options(collector: $collector->url));
+        self::assertTrue($lenient->send($typo), (string) $lenient->lastError());
+        self::assertSame(['counters.userz'], $lenient->lastDelivery()?->ignored, 'the collector dropped the unknown name');
+        self::assertSame([2, 0], $this->events());
+
+        $dead = new Client($this->dir->file('c.json'), new Options(collector: 'http://127.0.0.1:' . Net::freePort(), budget: 0.5, checkCatalog: true));
+        self::assertNull($dead->check($typo));
+        self::assertFalse($dead->send(self::installReport()));
+        self::assertStringContainsString('report not sent', (string) $dead->lastError());
+    }
+
     /**
      * @return iterable<string, array{0: string}>
      */

@@ -121,6 +121,26 @@ final class ReportTest extends TestCase
         }
     }
 
+    public function testTheCatalogCheckIsTheReferenceClients(): void
+    {
+        $catalog = json_decode((string) file_get_contents(dirname(__DIR__, 3) . '/catalog/passbolt.json'), true);
+        $ok = Report::update('passbolt', '4.10.1', '4.9.0')->withAttribute('edition', 'ce')->withCounter('users', 42)->withFeature('mfa', true);
+        self::assertTrue($ok->checkAgainst($catalog)->isOk());
+        self::assertSame([], $ok->checkAgainst($catalog)->warnings);
+
+        $check = $ok->withCounter('userz', 1)->withCounter('users', 1_000_001)->withAttribute('db_engine', 'oracle')->checkAgainst($catalog);
+        self::assertSame([
+            'counters.userz: not in the catalog of product passbolt',
+            'counters.users: must be at most 1000000',
+        ], $check->errors);
+        self::assertSame(['attributes.db_engine: "oracle" is not a listed value and will be stored as "other"'], $check->warnings);
+
+        self::assertSame(
+            ['product: product is not in the catalog (see GET /api/v1/catalog)'],
+            Report::install('nextcloud', '30.0.1')->checkAgainst($catalog)->errors
+        );
+    }
+
     public function testIdsMustBeUuids(): void
     {
         $this->expectException(InvalidReportException::class);
