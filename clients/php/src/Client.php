@@ -149,6 +149,7 @@ final class Client
         $this->lastError = null;
         $this->lastDelivery = null;
         $this->lastReportId = null;
+        $start = hrtime(true);
         try {
             $state = $this->file->load();
             if (!$state->send) {
@@ -159,7 +160,6 @@ final class Client
                 return $this->fail('report not sent: the report id is not a UUID');
             }
             $body = $report->body($this->lastReportId, $state->instanceId);
-            $start = hrtime(true);
             if ($this->options->checkCatalog) {
                 $check = $report->checkAgainst($this->collector($state, $this->options)->fetchCatalog());
                 foreach ($check->warnings as $warning) {
@@ -171,7 +171,7 @@ final class Client
             }
             $left = $this->options->budget - (hrtime(true) - $start) / 1e9;
             if ($left <= 0.001) {
-                return $this->fail('report not sent: the time budget was spent fetching the catalog');
+                return $this->fail("report not sent: no time left in the budget of {$this->options->budget} s");
             }
             $collector = $this->collector($state, $this->options->withBudget($left));
             $delivery = $collector->sendReport($body);
