@@ -19,6 +19,7 @@ mod legacy;
 mod limits;
 mod openapi;
 mod operability;
+mod php_client;
 mod privacy;
 mod project;
 mod properties;
