@@ -46,6 +46,11 @@ fn php_client_phpunit_suite() {
         .arg(root.join("clients/php/phpunit.xml.dist"))
         .current_dir(root)
         .env("ANONSTATS_BINARY", env!("CARGO_BIN_EXE_anonstats"))
+        // The collectors and stats runs it starts share the suite's day.
+        .env(
+            anonstats::clock::TODAY_ENV,
+            crate::helpers::test_today().to_string(),
+        )
         .env_remove("ANONSTATS_CLIENT_CONFIG")
         .env_remove("ANONSTATS_COLLECTOR")
         .output()
