@@ -127,6 +127,11 @@ pub async fn stats_json(app: &TestApp, path: &str) -> Value {
 /// Runs `anonstats stats ARGS --database URL` and returns its stdout,
 /// asserting success. Environment settings of the caller do not leak in.
 pub fn cli(db: &TestDb, args: &[&str]) -> String {
+    cli_on(db, test_today(), args)
+}
+
+/// Like [`cli`], with "today" pinned to `today`.
+pub fn cli_on(db: &TestDb, today: NaiveDate, args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_anonstats"))
         .arg("stats")
         .args(args)
@@ -135,7 +140,7 @@ pub fn cli(db: &TestDb, args: &[&str]) -> String {
         .env_remove("ANONSTATS_ACTIVE_DAYS")
         .env_remove("ANONSTATS_CATALOG")
         .env_remove("ANONSTATS_DATABASE_URL")
-        .env(anonstats::clock::TODAY_ENV, test_today().to_string())
+        .env(anonstats::clock::TODAY_ENV, today.to_string())
         .output()
         .expect("run anonstats stats");
     assert!(

@@ -74,3 +74,120 @@ async fn every_window_counts_the_instances_seen_within_it(db: TestDb) {
     }
 }
 on_both_backends!(every_window_counts_the_instances_seen_within_it);
+
+/// Days ago that sit on the edges of the default range and of its periods,
+/// for a collector whose today is `today`: today, yesterday, the first of
+/// this month and the day before it, the first and last day of the range,
+/// and the days just outside it.
+fn edge_days(today: chrono::NaiveDate) -> Vec<i64> {
+    use chrono::Datelike;
+    let first_of_month = i64::from(today.day0());
+    let mut days = vec![
+        0,
+        1,
+        first_of_month,
+        first_of_month + 1,
+        363,
+        364,
+        365,
+        366,
+        400,
+    ];
+    days.sort();
+    days.dedup();
+    days
+}
+
+/// Reports per period of `interval` that an independent reading of the
+/// documentation gives: the default range is the 365 days ending today, and a
+/// period is the day, the ISO week from Monday, or the calendar month.
+fn expected_periods(
+    today: chrono::NaiveDate,
+    seeded: &[(chrono::NaiveDate, i64)],
+    interval: &str,
+) -> BTreeMap<String, i64> {
+    use chrono::Datelike;
+    let from = today - chrono::Duration::days(364);
+    let mut out = BTreeMap::new();
+    for (day, n) in seeded.iter().filter(|(d, _)| *d >= from && *d <= today) {
+        let start = match interval {
+            "day" => *day,
+            "week" => {
+                *day - chrono::Duration::days(i64::from(day.weekday().num_days_from_monday()))
+            }
+            _ => day.with_day(1).unwrap(),
+        };
+        *out.entry(start.to_string()).or_default() += n;
+    }
+    out
+}
+
+fn installs_per_period(answer: &Value) -> BTreeMap<String, i64> {
+    answer["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["event"] == "install")
+        .map(|r| {
+            (
+                r["period"].as_str().unwrap().to_owned(),
+                r["reports"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+async fn default_ranges_and_periods_hold_on_every_pinned_day(db: TestDb) {
+    let backend = db.backend;
+    let mut first = Some(db);
+    for pinned in PINNED_DAYS {
+        let today = day(pinned);
+        let db = first.take().unwrap_or_else(|| TestDb::new(backend));
+        // A different number of reports on each edge day, at least k.
+        let seeded: Vec<(chrono::NaiveDate, i64)> = edge_days(today)
+            .into_iter()
+            .enumerate()
+            .map(|(i, ago)| (today - chrono::Duration::days(ago), 5 + i as i64))
+            .collect();
+        let records: Vec<_> = seeded
+            .iter()
+            .flat_map(|&(d, n)| {
+                times(n as usize, move || {
+                    let mut r = install(0, "4.10.1");
+                    r.day = d;
+                    r
+                })
+            })
+            .collect();
+        let app = spawn_app_with(db, |c| c.clock = anonstats::clock::Clock::Fixed(today)).await;
+        seed(&app.db, &records);
+
+        let summary = stats_json(&app, "/api/v1/stats/summary").await;
+        let from = (today - chrono::Duration::days(364)).to_string();
+        assert_eq!(
+            (summary["from"].as_str(), summary["to"].as_str()),
+            (Some(from.as_str()), Some(pinned)),
+            "default range on {pinned}"
+        );
+        let in_range: i64 = expected_periods(today, &seeded, "day").values().sum();
+        assert_eq!(summary["events"]["install"], in_range, "on {pinned}");
+        for interval in ["day", "week", "month"] {
+            let path = format!("/api/v1/stats/events?interval={interval}");
+            let api = stats_json(&app, &path).await;
+            let want = expected_periods(today, &seeded, interval);
+            assert_eq!(installs_per_period(&api), want, "{path} on {pinned}");
+            let cli = cli_on(
+                &app.db,
+                today,
+                &["events", "--interval", interval, "--format", "json"],
+            );
+            let cli: Value = serde_json::from_str(&cli).unwrap();
+            assert_eq!(
+                cli["rows"], api["rows"],
+                "CLI and API, {interval} on {pinned}"
+            );
+        }
+        app.stop().await;
+    }
+}
+on_both_backends!(default_ranges_and_periods_hold_on_every_pinned_day);
