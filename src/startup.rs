@@ -66,8 +66,10 @@ pub struct Application {
     pruner: Option<Pruner>,
 }
 
-/// Connects, applies migrations and returns the pool.
+/// Connects, applies migrations and returns the pool. A SQLite file is
+/// created if missing; a URL that cannot work is refused before connecting.
 pub fn prepare_database(url: &str, pool_size: u32) -> anyhow::Result<Pool> {
+    db::check(url, db::Need::CreateIfMissing)?;
     let pool = db::pool(url, pool_size);
     let mut conn = pool
         .get()
@@ -104,8 +106,8 @@ fn load_secret(config: &Config, pool: &Pool) -> anyhow::Result<Vec<u8>> {
 impl Application {
     /// Prepares the database and binds the listener.
     pub fn build(config: Config) -> anyhow::Result<Application> {
-        let backend = Backend::of(&config.database_url);
         let pool = prepare_database(&config.database_url, config.pool_size)?;
+        let backend = Backend::parse(&config.database_url)?;
         let pseudonymizer = Pseudonymizer::new(&load_secret(&config, &pool)?);
         let (ingest, writer) = ingest::start(pool.clone(), config.writer.clone());
         let limits = &config.limits;
