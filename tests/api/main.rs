@@ -17,6 +17,7 @@ mod hostile;
 mod ingest;
 mod legacy;
 mod limits;
+mod newcomer;
 mod openapi;
 mod operability;
 mod privacy;
