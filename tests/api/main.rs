@@ -9,6 +9,7 @@ mod bench;
 mod client;
 mod consistency;
 mod dashboard;
+mod docs_commands;
 mod durability;
 mod faults;
 mod forget;
