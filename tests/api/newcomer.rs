@@ -3,6 +3,7 @@
 //! not exist, a directory that cannot hold one. None of them leaves a file
 //! behind.
 
+use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -187,6 +188,59 @@ fn a_database_that_cannot_be_created_names_the_path_and_the_reason() {
         "{}",
         stderr(&out)
     );
+}
+
+#[test]
+fn an_unwritable_directory_is_named_with_the_reason() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let read_only = dir.path().join("read-only");
+    std::fs::create_dir(&read_only).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&read_only, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let db = read_only.join("anonstats.db");
+    let db_text = db.to_string_lossy();
+    // Root may write anywhere: run the binary as nobody when the tests run
+    // as root, and skip when that is not possible.
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.trim_ascii() == b"0")
+        .unwrap_or(false);
+    let mut cmd = if root {
+        if !Command::new("setpriv")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            let _ = writeln!(
+                std::io::stderr(),
+                "skipped newcomer::an_unwritable_directory_is_named_with_the_reason: \
+                 running as root without setpriv"
+            );
+            return;
+        }
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_anonstats"));
+        c
+    } else {
+        Command::new(env!("CARGO_BIN_EXE_anonstats"))
+    };
+    let out = cmd
+        .args(["migrate", "--database", &db_text])
+        .current_dir(dir.path())
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .unwrap();
+    let text = stderr(&out);
+    assert!(!out.status.success(), "{text}");
+    let expected = format!(
+        "cannot create the database at {db_text}: directory {} is not writable (permission denied)",
+        read_only.display()
+    );
+    assert!(text.contains(&expected), "want {expected:?} in: {text}");
+    assert!(!db.exists());
 }
 
 #[test]
