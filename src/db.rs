@@ -170,12 +170,7 @@ pub fn check(url: &str, need: Need) -> Result<Backend, DatabaseError> {
     match std::fs::metadata(&path) {
         Ok(meta) if meta.is_dir() => Err(DatabaseError::NotAFile { path }),
         Ok(_) => Ok(backend),
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
-            ) =>
-        {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound || not_a_directory(&e) => {
             if need == Need::Existing {
                 return Err(DatabaseError::Missing { path });
             }
@@ -203,7 +198,7 @@ fn check_creatable(path: &Path) -> Result<(), DatabaseError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             Err(refuse("does not exist".to_owned()))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => Err(refuse(
+        Err(e) if not_a_directory(&e) => Err(refuse(
             "is not a directory (a file is in its path)".to_owned(),
         )),
         Err(e) => Err(refuse(format!("cannot be read ({})", os_reason(&e)))),
@@ -212,6 +207,12 @@ fn check_creatable(path: &Path) -> Result<(), DatabaseError> {
             writable_dir(&dir).map_err(|e| refuse(format!("is not writable ({})", os_reason(&e))))
         }
     }
+}
+
+/// ENOTDIR: a file where a directory of the path should be
+/// (`io::ErrorKind::NotADirectory` is newer than the supported Rust).
+fn not_a_directory(e: &std::io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ENOTDIR)
 }
 
 /// Whether this process may create files in `dir`, as the kernel decides for
