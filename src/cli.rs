@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::catalog::Catalog;
 use crate::config::{Config, DEFAULT_BIND, DEFAULT_DATABASE};
+use crate::db::{self, Need};
 use crate::ratelimit::LimitArgs;
 use crate::reporting::cli::{ReportingArgs, StatsCommand};
 use crate::retention::{RetentionArgs, DEFAULT_PRUNE_INTERVAL_HOURS};
@@ -74,19 +75,24 @@ pub struct PruneArgs {
 /// Where the data lives.
 #[derive(Debug, Args)]
 pub struct DatabaseArgs {
-    /// SQLite file (created with WAL if missing) or postgres:// URL. Falls
-    /// back to DATABASE_URL, then to anonstats.db in the working directory.
+    /// SQLite file path (or sqlite://PATH), or a postgres:// or postgresql://
+    /// URL. Falls back to DATABASE_URL, then to anonstats.db in the working
+    /// directory.
     #[arg(long = "database", env = "ANONSTATS_DATABASE_URL", value_name = "URL")]
     pub database: Option<String>,
 }
 
 impl DatabaseArgs {
-    /// The URL to use, after the fallbacks.
-    pub fn url(&self) -> String {
-        self.database
+    /// The URL to use, after the fallbacks, checked for what the command
+    /// needs (see [`db::check`]) before anything connects.
+    pub fn url(&self, need: Need) -> anyhow::Result<String> {
+        let url = self
+            .database
             .clone()
             .or_else(|| std::env::var("DATABASE_URL").ok().filter(|s| !s.is_empty()))
-            .unwrap_or_else(|| DEFAULT_DATABASE.to_owned())
+            .unwrap_or_else(|| DEFAULT_DATABASE.to_owned());
+        db::check(&url, need)?;
+        Ok(url)
     }
 }
 
@@ -131,7 +137,7 @@ impl ServeArgs {
     /// The runtime configuration these flags describe. The secret comes from
     /// `ANONSTATS_SECRET` only: a flag would show in process listings.
     pub fn config(&self) -> anyhow::Result<Config> {
-        let mut config = Config::new(self.db.url());
+        let mut config = Config::new(self.db.url(Need::CreateIfMissing)?);
         config.bind = self.bind.clone();
         if let Some(path) = &self.catalog {
             config.catalog = Arc::new(Catalog::from_file(path)?);
@@ -171,16 +177,16 @@ pub fn main() -> anyhow::Result<()> {
             })
         }
         Command::Migrate(args) => {
-            let url = args.url();
+            let url = args.url(Need::CreateIfMissing)?;
             startup::prepare_database(&url, 1)?;
-            eprintln!("migrations applied to {}", crate::db::redact_url(&url));
+            eprintln!("migrations applied to {}", db::redact_url(&url));
             Ok(())
         }
         Command::Send(args) => crate::client::command::run(*args),
         Command::Simulate(args) => crate::simulate::run(args),
         Command::Stats(command) => crate::reporting::cli::run(command),
         Command::Prune(args) => {
-            let url = args.db.url();
+            let url = args.db.url(Need::Existing)?;
             let retention = args.retention.retention().map_err(anyhow::Error::msg)?;
             let pool = startup::prepare_database(&url, 1)?;
             let mut conn = pool.get().context("cannot connect to database")?;

@@ -1,10 +1,17 @@
 //! Database connections: one binary for SQLite and PostgreSQL.
 //!
-//! The backend is chosen from the URL: `postgres://` or `postgresql://`
-//! selects PostgreSQL, anything else is a SQLite file path (`sqlite://` is
-//! accepted and stripped). Migrations for both backends are embedded and run
-//! before the pool serves anything.
+//! The backend is chosen from the URL, in [`Backend::parse`] only:
+//! `postgres://` or `postgresql://` selects PostgreSQL; a plain path, a
+//! `sqlite://PATH` URL or a SQLite `file:` URI selects SQLite. Anything else
+//! that starts like a URL scheme (`mysql://...`, `postgres:db`) is refused
+//! before any connection is tried: taken as a path, it would become a SQLite
+//! file with a strange name. [`check`] adds what a command needs of a SQLite
+//! file (that it exists, or that it can be created) so that a mistyped path
+//! gets a clear answer at once. Migrations for both backends are embedded
+//! and run before the pool serves anything.
 
+use std::fmt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
@@ -31,13 +38,32 @@ pub enum Backend {
     Postgres,
 }
 
+/// The forms a database URL may take, as error messages name them.
+pub const ACCEPTED_FORMS: &str = "a SQLite file path (e.g. anonstats.db, ./data/anonstats.db, \
+/var/lib/anonstats/anonstats.db), sqlite://PATH, or a postgres:// or postgresql:// URL";
+
 impl Backend {
-    /// The backend a database URL selects.
-    pub fn of(url: &str) -> Backend {
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Backend::Postgres
-        } else {
-            Backend::Sqlite
+    /// The backend a database URL selects, or why the URL is refused.
+    ///
+    /// A URL scheme is a letter followed by letters, digits, `+`, `-` or `.`,
+    /// then `:`. A string without one is a SQLite path; one with a scheme must
+    /// use an accepted scheme, written in full.
+    pub fn parse(url: &str) -> Result<Backend, DatabaseError> {
+        if url.is_empty() || url == "sqlite://" {
+            return Err(DatabaseError::Empty);
+        }
+        let Some((scheme, rest)) = split_scheme(url) else {
+            return Ok(Backend::Sqlite);
+        };
+        match scheme {
+            "postgres" | "postgresql" if rest.starts_with("//") => Ok(Backend::Postgres),
+            "sqlite" if rest.starts_with("//") => Ok(Backend::Sqlite),
+            // SQLite opens URI file names itself (file:data.db?mode=rwc).
+            "file" => Ok(Backend::Sqlite),
+            _ => Err(DatabaseError::UnknownScheme {
+                url: redact_url(url),
+                scheme: scheme.to_owned(),
+            }),
         }
     }
 
@@ -50,6 +76,227 @@ impl Backend {
     }
 }
 
+/// `(scheme, rest)` when `url` starts with a URL scheme and `:`.
+fn split_scheme(url: &str) -> Option<(&str, &str)> {
+    let (scheme, rest) = url.split_once(':')?;
+    let mut chars = scheme.chars();
+    let first = chars.next()?;
+    (first.is_ascii_alphabetic()
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+    .then_some((scheme, rest))
+}
+
+/// Why a database URL cannot be used by a command. Every message names the
+/// database and the reason, so that it can be fixed without reading logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseError {
+    /// No URL at all (an empty flag or variable).
+    Empty,
+    /// A scheme that selects no backend (`url` is redacted).
+    UnknownScheme { url: String, scheme: String },
+    /// A SQLite file that a command reading existing data did not find.
+    Missing { path: PathBuf },
+    /// A path that names a directory instead of a database file.
+    NotAFile { path: PathBuf },
+    /// A SQLite file that cannot be created where it was asked for.
+    CannotCreate {
+        path: PathBuf,
+        dir: PathBuf,
+        reason: String,
+    },
+}
+
+impl fmt::Display for DatabaseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DatabaseError::Empty => write!(f, "the database URL is empty: give {ACCEPTED_FORMS}"),
+            DatabaseError::UnknownScheme { url, scheme } => {
+                write!(
+                    f,
+                    "unsupported database URL \"{url}\": `{scheme}:` is not a known \
+                     scheme; give {ACCEPTED_FORMS}"
+                )?;
+                let lower = scheme.to_ascii_lowercase();
+                if ["postgres", "postgresql", "sqlite"].contains(&lower.as_str()) {
+                    write!(f, " (did you mean {lower}://...?)")
+                } else if url.contains("://") {
+                    Ok(())
+                } else {
+                    write!(f, " (a file name containing `:` can be given as ./{url})")
+                }
+            }
+            DatabaseError::Missing { path } => write!(
+                f,
+                "no database at {}: the file does not exist (give the collector's \
+                 database with --database or ANONSTATS_DATABASE_URL; `anonstats migrate` \
+                 creates a new one)",
+                path.display()
+            ),
+            DatabaseError::NotAFile { path } => write!(
+                f,
+                "cannot use {} as a database: it is a directory, not a file",
+                path.display()
+            ),
+            DatabaseError::CannotCreate { path, dir, reason } => write!(
+                f,
+                "cannot create the database at {}: directory {} {reason}",
+                path.display(),
+                dir.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for DatabaseError {}
+
+/// What a command needs of its database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// A database created if missing (`serve`, `migrate`).
+    CreateIfMissing,
+    /// A database that already exists: creating an empty one would hide a
+    /// mistyped path behind an empty answer (`stats`, `prune`).
+    Existing,
+}
+
+/// Parses `url` and checks, for a SQLite file, what the command needs of it,
+/// without opening anything. Every command that takes a database calls this
+/// first; PostgreSQL URLs are only parsed (the server answers for the rest).
+pub fn check(url: &str, need: Need) -> Result<Backend, DatabaseError> {
+    let backend = Backend::parse(url)?;
+    let Some(path) = sqlite_file(url) else {
+        return Ok(backend);
+    };
+    match std::fs::metadata(&path) {
+        Ok(meta) if meta.is_dir() => Err(DatabaseError::NotAFile { path }),
+        Ok(_) => Ok(backend),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound || not_a_directory(&e) => {
+            if need == Need::Existing {
+                return Err(DatabaseError::Missing { path });
+            }
+            check_creatable(&path)?;
+            Ok(backend)
+        }
+        // Anything stranger is for SQLite to report when it opens the file.
+        Err(_) => Ok(backend),
+    }
+}
+
+/// SQLite answers only "unable to open the database file" when it cannot
+/// create one; this says which directory is the problem and why.
+fn check_creatable(path: &Path) -> Result<(), DatabaseError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let refuse = |reason: String| DatabaseError::CannotCreate {
+        path: path.to_path_buf(),
+        dir: dir.clone(),
+        reason,
+    };
+    match std::fs::metadata(&dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(refuse("does not exist".to_owned()))
+        }
+        Err(e) if not_a_directory(&e) => Err(refuse(
+            "is not a directory (a file is in its path)".to_owned(),
+        )),
+        Err(e) => Err(refuse(format!("cannot be read ({})", os_reason(&e)))),
+        Ok(meta) if !meta.is_dir() => Err(refuse("is not a directory".to_owned())),
+        Ok(_) => {
+            writable_dir(&dir).map_err(|e| refuse(format!("is not writable ({})", os_reason(&e))))
+        }
+    }
+}
+
+/// ENOTDIR: a file where a directory of the path should be
+/// (`io::ErrorKind::NotADirectory` is newer than the supported Rust).
+fn not_a_directory(e: &std::io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ENOTDIR)
+}
+
+/// Whether this process may create files in `dir`, as the kernel decides for
+/// its effective user (permissions, read-only mounts).
+fn writable_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: c_path is a valid NUL-terminated string for the whole call.
+    let rc = unsafe {
+        libc::faccessat(
+            libc::AT_FDCWD,
+            c_path.as_ptr(),
+            libc::W_OK | libc::X_OK,
+            libc::AT_EACCESS,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// "permission denied" rather than "Permission denied (os error 13)".
+fn os_reason(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    let text = text.split(" (os error").next().unwrap_or(&text);
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(c) => c.to_lowercase().chain(chars).collect(),
+        None => text.to_owned(),
+    }
+}
+
+/// The file a SQLite URL names; `None` for PostgreSQL and in-memory
+/// databases.
+pub fn sqlite_file(url: &str) -> Option<PathBuf> {
+    if Backend::parse(url).ok()? != Backend::Sqlite {
+        return None;
+    }
+    let path = match url.strip_prefix("file:") {
+        Some(uri) => {
+            let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
+            let path = path.split('#').next().unwrap_or(path);
+            if query.split('&').any(|p| p == "mode=memory") {
+                return None;
+            }
+            // file://host/path: only the path names the file.
+            let path = match path.strip_prefix("//") {
+                Some(after) => &after[after.find('/').unwrap_or(after.len())..],
+                None => path,
+            };
+            percent_decode(path)
+        }
+        None => sqlite_path(url).to_owned(),
+    };
+    (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
+}
+
+/// Decodes `%XX` escapes of a `file:` URI path (invalid ones stay as they are).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// A pool of connections to one database.
 pub type Pool = r2d2::Pool<Manager>;
 /// A connection checked out of the pool.
@@ -57,10 +304,11 @@ pub type PooledConn = r2d2::PooledConnection<Manager>;
 
 /// Opens connections of the backend the URL selects, never falling back to
 /// the other (a PostgreSQL URL that fails must not become a SQLite file).
+/// A URL that [`Backend::parse`] refuses never connects.
 #[derive(Debug, Clone)]
 pub struct Manager {
     url: String,
-    backend: Backend,
+    backend: Result<Backend, DatabaseError>,
 }
 
 impl Manager {
@@ -68,13 +316,17 @@ impl Manager {
     pub fn new(url: &str) -> Manager {
         Manager {
             url: url.to_owned(),
-            backend: Backend::of(url),
+            backend: Backend::parse(url),
         }
     }
 
     /// Opens one connection, with the per-connection settings applied.
     pub fn establish(&self) -> Result<DbConn, ConnectionError> {
-        match self.backend {
+        let backend = self
+            .backend
+            .clone()
+            .map_err(|e| ConnectionError::InvalidConnectionUrl(e.to_string()))?;
+        match backend {
             Backend::Postgres => {
                 let mut conn = PgConnection::establish(&postgres_url(&self.url))?;
                 // A 2xx must mean the report is on disk, whatever the
@@ -232,11 +484,150 @@ mod tests {
         assert_eq!(redact_url("anonstats.db"), "anonstats.db");
     }
 
+    fn parse(url: &str) -> Result<Backend, DatabaseError> {
+        Backend::parse(url)
+    }
+
     #[test]
     fn backend_follows_scheme() {
-        assert_eq!(Backend::of("postgresql://x/y"), Backend::Postgres);
-        assert_eq!(Backend::of("postgres://x/y"), Backend::Postgres);
-        assert_eq!(Backend::of("data/anonstats.db"), Backend::Sqlite);
-        assert_eq!(Backend::of("sqlite://anonstats.db"), Backend::Sqlite);
+        assert_eq!(parse("postgresql://x/y"), Ok(Backend::Postgres));
+        assert_eq!(parse("postgres://x/y"), Ok(Backend::Postgres));
+        assert_eq!(
+            parse("postgres://u:p@x/y?sslmode=require"),
+            Ok(Backend::Postgres)
+        );
+        assert_eq!(parse("sqlite://anonstats.db"), Ok(Backend::Sqlite));
+        assert_eq!(parse("sqlite:///var/lib/x.db"), Ok(Backend::Sqlite));
+        assert_eq!(parse("file:data.db?mode=rwc"), Ok(Backend::Sqlite));
+    }
+
+    #[test]
+    fn plain_paths_are_sqlite() {
+        for path in [
+            "anonstats.db",
+            "data/a.db",
+            "./a.db",
+            "../a.db",
+            "/var/lib/x.db",
+            ":memory:",
+            "./backup:2024.db",
+            "data/a:b.db",
+            "2024:a.db",
+        ] {
+            assert_eq!(parse(path), Ok(Backend::Sqlite), "{path}");
+        }
+    }
+
+    #[test]
+    fn unknown_or_incomplete_schemes_are_refused() {
+        for (url, scheme) in [
+            ("mysql://u@h/db", "mysql"),
+            ("postgresql:/host/db", "postgresql"),
+            ("postgres:", "postgres"),
+            ("postgres:db", "postgres"),
+            ("POSTGRES://h/db", "POSTGRES"),
+            ("sqlite:a.db", "sqlite"),
+            ("mariadb://h/db", "mariadb"),
+            ("http://h/db", "http"),
+            ("backup:2024.db", "backup"),
+            ("pg+ssl://h", "pg+ssl"),
+        ] {
+            match parse(url) {
+                Err(DatabaseError::UnknownScheme { scheme: s, .. }) => assert_eq!(s, scheme),
+                other => panic!("{url}: {other:?}"),
+            }
+        }
+        assert_eq!(parse(""), Err(DatabaseError::Empty));
+        assert_eq!(parse("sqlite://"), Err(DatabaseError::Empty));
+    }
+
+    #[test]
+    fn a_refused_url_names_the_accepted_forms_and_hides_the_password() {
+        let text = parse("mysql://app:s3cret@db/stats")
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains("`mysql:` is not a known scheme"), "{text}");
+        assert!(text.contains(ACCEPTED_FORMS), "{text}");
+        assert!(!text.contains("s3cret"), "{text}");
+        let text = parse("postgresql:/host/db").unwrap_err().to_string();
+        assert!(text.contains("did you mean postgresql://"), "{text}");
+    }
+
+    #[test]
+    fn a_refused_url_never_connects() {
+        let err = Manager::new("mysql://h/db").establish().err().unwrap();
+        assert!(err.to_string().contains("mysql:"), "{err}");
+    }
+
+    #[test]
+    fn the_sqlite_file_of_each_form() {
+        let file = |u: &str| sqlite_file(u).map(|p| p.to_string_lossy().into_owned());
+        assert_eq!(file("data/a.db").as_deref(), Some("data/a.db"));
+        assert_eq!(file("sqlite://a.db").as_deref(), Some("a.db"));
+        assert_eq!(file("sqlite:///var/x.db").as_deref(), Some("/var/x.db"));
+        assert_eq!(file("file:a%20b.db?mode=rwc").as_deref(), Some("a b.db"));
+        assert_eq!(file("file:///var/x.db").as_deref(), Some("/var/x.db"));
+        assert_eq!(
+            file("file://localhost/var/x.db").as_deref(),
+            Some("/var/x.db")
+        );
+        assert_eq!(file(":memory:"), None);
+        assert_eq!(file("file::memory:"), None);
+        assert_eq!(file("file:x?mode=memory&cache=shared"), None);
+        assert_eq!(file("postgres://h/db"), None);
+        assert_eq!(file("mysql://h/db"), None);
+    }
+
+    #[test]
+    fn check_says_what_is_wrong_with_a_sqlite_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("a.db");
+        let url = db.to_string_lossy().into_owned();
+        assert_eq!(
+            check(&url, Need::Existing),
+            Err(DatabaseError::Missing { path: db.clone() })
+        );
+        assert_eq!(check(&url, Need::CreateIfMissing), Ok(Backend::Sqlite));
+        std::fs::write(&db, b"").unwrap();
+        assert_eq!(check(&url, Need::Existing), Ok(Backend::Sqlite));
+        assert_eq!(
+            check(&format!("sqlite://{url}"), Need::Existing),
+            Ok(Backend::Sqlite)
+        );
+
+        let no_dir = dir.path().join("missing").join("a.db");
+        let text = check(&no_dir.to_string_lossy(), Need::CreateIfMissing)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            text,
+            format!(
+                "cannot create the database at {}: directory {} does not exist",
+                no_dir.display(),
+                dir.path().join("missing").display()
+            )
+        );
+        let under_file = db.join("b.db");
+        let text = check(&under_file.to_string_lossy(), Need::CreateIfMissing)
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains("is not a directory"), "{text}");
+        assert_eq!(
+            check(&dir.path().to_string_lossy(), Need::CreateIfMissing),
+            Err(DatabaseError::NotAFile {
+                path: dir.path().to_path_buf()
+            })
+        );
+        assert_eq!(check(":memory:", Need::Existing), Ok(Backend::Sqlite));
+        assert_eq!(
+            check("postgres://h/db", Need::Existing),
+            Ok(Backend::Postgres)
+        );
+    }
+
+    #[test]
+    fn os_reasons_read_as_text() {
+        let e = std::io::Error::from_raw_os_error(libc::EACCES);
+        assert_eq!(os_reason(&e), "permission denied");
     }
 }

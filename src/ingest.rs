@@ -629,10 +629,7 @@ mod tests {
         state.unanswered.store(3, Ordering::Relaxed);
         syncer(rx, &state, |s| {
             flushes.fetch_add(1, Ordering::Relaxed);
-            s.sync(
-                &crate::db::pool("sqlite::memory:", 1),
-                Duration::from_millis(10),
-            )
+            s.sync(&crate::db::pool(":memory:", 1), Duration::from_millis(10))
         });
         // Both batches waited for the same flush.
         assert_eq!(flushes.load(Ordering::Relaxed), 1);
@@ -648,7 +645,7 @@ mod tests {
     fn flushing_the_wal_of_a_file_succeeds_and_a_missing_wal_needs_none() {
         let dir = tempfile::tempdir().unwrap();
         let wal = dir.path().join("db.sqlite-wal");
-        let pool = crate::db::pool("sqlite::memory:", 1);
+        let pool = crate::db::pool(":memory:", 1);
         let missing = CommitSync::SqliteWal(wal.clone());
         assert!(missing.sync(&pool, Duration::from_millis(10)).is_ok());
         std::fs::write(&wal, b"frames").unwrap();

@@ -200,6 +200,8 @@ fn into_database(args: &SimulateArgs, url: &str, seed: u64) -> anyhow::Result<()
     };
     let product = product_of(args, &catalog)?.to_owned();
     let today = Clock::pinned(args.today).today();
+    // The collector created the database; a missing file is a wrong path.
+    crate::db::check(url, crate::db::Need::Existing)?;
     let pool = startup::prepare_database(url, 1)?;
     let secret = std::env::var("ANONSTATS_SECRET")
         .ok()

@@ -68,8 +68,10 @@ pub struct Application {
     pruner: Option<Pruner>,
 }
 
-/// Connects, applies migrations and returns the pool.
+/// Connects, applies migrations and returns the pool. A SQLite file is
+/// created if missing; a URL that cannot work is refused before connecting.
 pub fn prepare_database(url: &str, pool_size: u32) -> anyhow::Result<Pool> {
+    db::check(url, db::Need::CreateIfMissing)?;
     let pool = db::pool(url, pool_size);
     let mut conn = pool
         .get()
@@ -107,8 +109,8 @@ pub fn load_pseudonymizer(secret: Option<&str>, pool: &Pool) -> anyhow::Result<P
 impl Application {
     /// Prepares the database and binds the listener.
     pub fn build(config: Config) -> anyhow::Result<Application> {
-        let backend = Backend::of(&config.database_url);
         let pool = prepare_database(&config.database_url, config.pool_size)?;
+        let backend = Backend::parse(&config.database_url)?;
         let pseudonymizer = load_pseudonymizer(config.secret.as_deref(), &pool)?;
         let (ingest, writer) = ingest::start(pool.clone(), config.writer.clone());
         let limits = &config.limits;

@@ -600,7 +600,7 @@ impl FreshDb {
     /// `server` is a PostgreSQL administrator URL, or a SQLite path pattern
     /// containing `{label}`.
     fn create(server: &str, label: &str) -> anyhow::Result<FreshDb> {
-        match db::Backend::of(server) {
+        match db::Backend::parse(server)? {
             db::Backend::Sqlite => {
                 let url = server.replace("{label}", label);
                 for suffix in ["", "-wal", "-shm"] {

@@ -14,7 +14,7 @@ use super::{output, Params, Query, Report, Settings, StatsToken};
 use crate::catalog::Catalog;
 use crate::cli::DatabaseArgs;
 use crate::clock::{Clock, TODAY_ENV};
-use crate::db::{self, Backend};
+use crate::db::{self, Need};
 
 /// Reporting settings shared by `serve` and `stats`.
 #[derive(Debug, Clone, Args)]
@@ -165,14 +165,7 @@ pub fn run(command: StatsCommand) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("{}", e.detail))?;
     }
 
-    let url = options.db.url();
-    if Backend::of(&url) == Backend::Sqlite {
-        let path = url.strip_prefix("sqlite://").unwrap_or(&url);
-        anyhow::ensure!(
-            std::path::Path::new(path).exists(),
-            "no database at {path} (give --database)"
-        );
-    }
+    let url = options.db.url(Need::Existing)?;
     let mut conn = db::Manager::new(&url)
         .establish()
         .with_context(|| format!("cannot connect to database {}", db::redact_url(&url)))?;

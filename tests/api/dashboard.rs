@@ -181,9 +181,10 @@ async fn dashboard_matches_the_api_on(
     screenshot: Option<PathBuf>,
 ) {
     let context = format!("on {today}, browser in {tz}");
-    write_demo(&db, today);
-    seed(&db, &rare_php(today));
+    // As the README runs it: a collector, then the demo beside it.
     let app = spawn_app_with(db, |c| c.clock = anonstats::clock::Clock::Fixed(today)).await;
+    write_demo(&app.db, today);
+    seed(&app.db, &rare_php(today));
     let url = format!("{}/?interval=month", app.address);
     let api = |path: &'static str| {
         let app = &app;
