@@ -2,21 +2,34 @@
 //! shown. Every function here is pure, so that the rules are tested without
 //! a database and are the same for the HTTP API and the CLI.
 //!
-//! Rules (see `docs/reporting.md`):
+//! Rules (see `docs/reporting.md`), each against a reader who sees one
+//! answer, or several answers of the same data, and knows these rules:
 //! - a group (a version, an attribute value, an upgrade path, a period's
 //!   event count split by version or edition) backed by fewer than `k`
 //!   instances or reports is *small*. Small groups are summed into one
-//!   [`OTHER`] row when that sum (together with a stored `other` value, if
-//!   any) reaches `k`; they are then *folded*. Otherwise they are *omitted*.
+//!   [`OTHER`] row, *folded*. When they sum to less than `k`, the smallest
+//!   shown groups are folded with them until `other` reaches `k`
+//!   (complementary suppression): otherwise the whole, which another answer
+//!   gives, minus the shown groups would be the exact size of the hidden
+//!   ones, and where the catalog lists few values, the reader would know
+//!   which value that is. Only when all groups together stay below `k` is
+//!   anything *omitted*.
 //! - a count that cannot be folded (an event total, a feature's enabled or
 //!   disabled instances, a counter's population) is shown only when it is 0
 //!   or at least `k`, else omitted.
-//! - counters never show a minimum or a maximum. Percentiles are shown only
-//!   when at least `k` instances lie at or below their fine bucket and at
-//!   least `k` at or above it, so that a percentile is never an extreme.
-//!   Histogram buckets holding fewer than `k` instances are merged with
-//!   their upper neighbours (the last one with its lower neighbour) until
-//!   every shown bucket holds 0 or at least `k` instances.
+//! - counters never show a minimum or a maximum. A percentile is shown only
+//!   when its own fine bucket holds at least `k` instances. Histogram
+//!   buckets holding fewer than `k` instances are merged with their upper
+//!   neighbours (the last one with its lower neighbour) until every shown
+//!   bucket holds 0 or at least `k` instances.
+//! - a counter's exact total, and its mean (which gives the total back), is
+//!   shown only when no install dominates it: even if the two largest values
+//!   are as large as their buckets allow, all the other installs add up to
+//!   at least the largest possible value (the p% dominance rule of
+//!   statistical disclosure control, with p = 100%). Without it, five
+//!   installs at 0 and one at 1234 would show a total of 1234, which is the
+//!   sixth install's exact value; and the second-largest install, which
+//!   knows its own value, could read the largest one off the total.
 
 use std::collections::BTreeMap;
 
@@ -59,31 +72,47 @@ pub struct Folded<L> {
 /// group already carrying that label is treated as part of it.
 pub fn fold<L: Ord + Clone>(groups: BTreeMap<L, i64>, k: i64, other: &L) -> Folded<L> {
     let mut shown: Vec<(L, i64)> = Vec::new();
-    let mut small: Vec<i64> = Vec::new();
-    let mut stored_other = 0;
-    let mut stored_other_small = false;
+    let mut small_groups = 0u64;
+    let mut other_total = 0;
     for (label, n) in groups {
         if n <= 0 {
             continue;
         }
         if &label == other {
-            stored_other = n;
-            stored_other_small = n < k;
+            other_total += n;
+            small_groups += u64::from(n < k);
         } else if n >= k {
             shown.push((label, n));
         } else {
-            small.push(n);
+            other_total += n;
+            small_groups += 1;
         }
     }
-    let other_total = stored_other + small.iter().sum::<i64>();
-    let mut suppressed = Suppressed::default();
-    let small_groups = small.len() as u64 + u64::from(stored_other_small);
     shown.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let mut suppressed = Suppressed::default();
+    if small_groups == 0 {
+        if other_total > 0 {
+            shown.push((other.clone(), other_total));
+        }
+        return Folded {
+            rows: shown,
+            suppressed,
+        };
+    }
+    // Complementary suppression: the smallest shown groups join `other`
+    // until it reaches k, so that no small group's size can be worked out
+    // from the whole.
+    let mut folded = small_groups;
+    while other_total < k {
+        let Some((_, n)) = shown.pop() else { break };
+        other_total += n;
+        folded += 1;
+    }
     if other_total >= k {
-        suppressed.folded = small_groups;
+        suppressed.folded = folded;
         shown.push((other.clone(), other_total));
     } else {
-        suppressed.omitted = small_groups;
+        suppressed.omitted = folded;
     }
     Folded {
         rows: shown,
@@ -145,16 +174,32 @@ impl HistogramBucket {
 #[derive(Debug, Clone, PartialEq)]
 pub struct CounterStats {
     pub instances: i64,
-    pub total: i64,
-    pub mean: f64,
+    /// Exact sum, when no install dominates it.
+    pub total: Option<i64>,
+    /// total / instances, when the total is shown.
+    pub mean: Option<f64>,
     pub p50: Option<i64>,
     pub p90: Option<i64>,
     pub histogram: Vec<HistogramBucket>,
 }
 
+/// Largest value a fine storage bucket holds, from its lower bound: values
+/// below 100 have a bucket each, larger ones share a bucket per two
+/// significant digits (the scheme of `store::bucket_of`).
+pub fn fine_upper(lower: i64) -> i64 {
+    if lower < 100 {
+        return lower;
+    }
+    let mut scale = 1;
+    while lower / scale >= 100 {
+        scale *= 10;
+    }
+    lower + scale - 1
+}
+
 /// Computes a counter's statistics from its fine buckets (lower bound ->
 /// (instances, total)), or `None` (counted as omitted) when fewer than k
-/// instances reported it.
+/// instances reported it. A withheld total and mean count as omitted too.
 pub fn counter_stats(
     buckets: &BTreeMap<i64, (i64, i64)>,
     k: i64,
@@ -174,19 +219,47 @@ pub fn counter_stats(
         suppressed.omitted += 1;
         return None;
     }
+    let total = if no_install_dominates(buckets, total) {
+        Some(total)
+    } else {
+        suppressed.omitted += 1;
+        None
+    };
     Some(CounterStats {
         instances,
         total,
-        mean: (total as f64 / instances as f64 * 100.0).round() / 100.0,
+        mean: total.map(|t| (t as f64 / instances as f64 * 100.0).round() / 100.0),
         p50: percentile(&fine, instances, 50, k),
         p90: percentile(&fine, instances, 90, k),
         histogram: histogram(&fine, k),
     })
 }
 
+/// The dominance rule: with the largest value and the two largest values
+/// bounded from above by what their fine buckets allow, the other values
+/// still add up to at least the largest one.
+fn no_install_dominates(buckets: &BTreeMap<i64, (i64, i64)>, total: i64) -> bool {
+    let mut top = buckets.iter().rev().filter(|(_, (n, _))| *n > 0);
+    let Some((&lower, &(n, t))) = top.next() else {
+        return true;
+    };
+    let upper = fine_upper(lower);
+    // The others of a bucket hold at least its lower bound each.
+    let largest = upper.min(t - (n - 1) * lower);
+    let two_largest = if n >= 2 {
+        (2 * upper).min(t - (n - 2) * lower)
+    } else {
+        let second = top
+            .next()
+            .map_or(0, |(&l, &(n2, t2))| fine_upper(l).min(t2 - (n2 - 1) * l));
+        t + second
+    };
+    total - two_largest >= largest
+}
+
 /// Nearest-rank percentile over fine buckets (ascending), as the lower
-/// bound of the bucket holding it; `None` when fewer than k instances lie
-/// at or below that bucket or fewer than k at or above it.
+/// bound of the bucket holding it; `None` unless that bucket holds at
+/// least k instances.
 fn percentile(fine: &[(i64, i64)], n: i64, pct: i64, k: i64) -> Option<i64> {
     let rank = (n * pct + 99) / 100; // ceil(n * pct / 100), at least 1
     let rank = rank.max(1);
@@ -194,8 +267,7 @@ fn percentile(fine: &[(i64, i64)], n: i64, pct: i64, k: i64) -> Option<i64> {
     for (bound, count) in fine {
         let through = below + count;
         if through >= rank {
-            let at_or_above = n - below;
-            return (through >= k && at_or_above >= k).then_some(*bound);
+            return (*count >= k).then_some(*bound);
         }
         below = through;
     }
@@ -272,16 +344,68 @@ mod tests {
     }
 
     #[test]
-    fn small_groups_are_omitted_when_other_stays_below_k() {
+    fn the_smallest_shown_groups_join_other_until_it_reaches_k() {
+        // Shown alone, a: 10 next to a whole of 13 (from another answer)
+        // would tell that b has exactly 3 installs.
+        let f = fold(
+            groups(&[("a", 10), ("b", 3), ("c", 6)]),
+            5,
+            &OTHER.to_string(),
+        );
+        assert_eq!(f.rows, vec![("a".into(), 10), ("other".into(), 9)]);
+        assert_eq!(
+            f.suppressed,
+            Suppressed {
+                folded: 2,
+                omitted: 0
+            }
+        );
         let f = fold(groups(&[("a", 10), ("b", 3)]), 5, &OTHER.to_string());
-        assert_eq!(f.rows, vec![("a".into(), 10)]);
+        assert_eq!(f.rows, vec![("other".into(), 13)]);
+        assert_eq!(f.suppressed.folded, 2);
+    }
+
+    #[test]
+    fn groups_are_omitted_only_when_all_of_them_stay_below_k() {
+        let f = fold(groups(&[("a", 2), ("b", 1)]), 5, &OTHER.to_string());
+        assert!(f.rows.is_empty());
         assert_eq!(
             f.suppressed,
             Suppressed {
                 folded: 0,
-                omitted: 1
+                omitted: 2
             }
         );
+    }
+
+    #[test]
+    fn whatever_the_groups_no_small_group_can_be_worked_out() {
+        // For every split of up to 5 groups of 0..12 instances, the shown
+        // rows sum to the whole (nothing hidden beside `other`), or nothing
+        // is shown; and `other`, when shown, holds at least k.
+        let k = 5;
+        let mut sizes = vec![0i64; 5];
+        loop {
+            let g: BTreeMap<String, i64> = sizes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (format!("v{i}"), *n))
+                .collect();
+            let whole: i64 = sizes.iter().sum();
+            let f = fold(g, k, &OTHER.to_string());
+            let shown: i64 = f.rows.iter().map(|(_, n)| n).sum();
+            assert!(shown == whole || shown == 0, "{sizes:?} -> {:?}", f.rows);
+            assert!(f.rows.iter().all(|(_, n)| *n >= k), "{sizes:?}");
+            let mut i = 0;
+            while i < sizes.len() && sizes[i] == 12 {
+                sizes[i] = 0;
+                i += 1;
+            }
+            if i == sizes.len() {
+                break;
+            }
+            sizes[i] += 1;
+        }
     }
 
     #[test]
@@ -294,8 +418,8 @@ mod tests {
         assert_eq!(f.rows, vec![("a".into(), 9), ("other".into(), 7)]);
         assert_eq!(f.suppressed.folded, 1);
         let f = fold(groups(&[("a", 9), ("other", 2)]), 5, &OTHER.to_string());
-        assert_eq!(f.rows, vec![("a".into(), 9)]);
-        assert_eq!(f.suppressed.omitted, 1);
+        assert_eq!(f.rows, vec![("other".into(), 11)]);
+        assert_eq!(f.suppressed.folded, 2);
     }
 
     #[test]
@@ -310,7 +434,7 @@ mod tests {
     }
 
     #[test]
-    fn percentiles_are_never_extremes() {
+    fn a_percentile_needs_k_instances_in_its_own_bucket() {
         // Five instances: p90 is the largest one, p50 has only 3 at or below.
         let fine = [(1, 1), (2, 1), (3, 1), (4, 1), (5, 1)];
         assert_eq!(percentile(&fine, 5, 90, 5), None);
@@ -320,6 +444,77 @@ mod tests {
         assert_eq!(percentile(&fine, 20, 50, 5), Some(20));
         assert_eq!(percentile(&fine, 20, 90, 5), Some(30));
         assert_eq!(percentile(&fine, 20, 50, 1), Some(20));
+        // Many at or below and many at or above, but the percentile's own
+        // bucket holds 2: it would pin those two.
+        let fine = [(10, 9), (20, 2), (30, 9)];
+        assert_eq!(percentile(&fine, 20, 50, 5), None);
+    }
+
+    fn buckets(values: &[i64]) -> BTreeMap<i64, (i64, i64)> {
+        let mut b: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
+        for v in values {
+            let e = b.entry(crate::store::bucket_of(*v)).or_default();
+            e.0 += 1;
+            e.1 += v;
+        }
+        b
+    }
+
+    #[test]
+    fn fine_upper_bounds_match_the_storage_buckets() {
+        for v in (0..300_000).step_by(7) {
+            let lower = crate::store::bucket_of(v);
+            assert!(lower <= v && v <= fine_upper(lower), "{v}");
+            assert_eq!(crate::store::bucket_of(fine_upper(lower)), lower, "{v}");
+            // The next value starts the next bucket.
+            let next = fine_upper(lower) + 1;
+            assert_eq!(crate::store::bucket_of(next), next, "{v}");
+        }
+    }
+
+    #[test]
+    fn a_total_one_install_dominates_is_withheld() {
+        let mut s = Suppressed::default();
+        // Five at 0 and one at 1234: the total is the sixth's value.
+        let c = counter_stats(&buckets(&[0, 0, 0, 0, 0, 1234]), 5, &mut s).unwrap();
+        assert_eq!((c.total, c.mean), (None, None));
+        assert_eq!(s.omitted, 1);
+        // One whale among small installs.
+        let c = counter_stats(&buckets(&[1, 1, 1, 1, 1, 1, 1, 1, 1, 1_000_000]), 5, &mut s);
+        assert_eq!(c.unwrap().total, None);
+        // Two installs holding everything: each reads the other's value.
+        let c = counter_stats(&buckets(&[0, 0, 0, 0, 0, 600, 600]), 5, &mut s);
+        assert_eq!(c.unwrap().total, None);
+        // No one dominates: shown, exact.
+        let values: Vec<i64> = (1..=18).collect();
+        let c = counter_stats(&buckets(&values), 5, &mut s).unwrap();
+        assert_eq!(c.total, Some(171));
+        assert_eq!(c.mean, Some(9.5));
+        let c = counter_stats(
+            &buckets(&[50, 52, 48, 61, 40, 55, 47, 58, 49, 60]),
+            5,
+            &mut s,
+        );
+        assert_eq!(c.unwrap().total, Some(520));
+    }
+
+    #[test]
+    fn no_shown_total_ever_leaves_the_largest_value_pinned() {
+        // Brute force over small populations: when the total is shown, the
+        // largest install cannot be told apart from a world where it is
+        // smaller by a tenth, everything else the reader knows unchanged
+        // (the others' total at least matches the largest).
+        for a in [0, 1, 5, 40, 99, 150, 1234, 50_000] {
+            for b in [0, 1, 7, 99, 300, 1234] {
+                let values = [0, 0, 1, 2, 3, a, b];
+                let total: i64 = values.iter().sum();
+                let max = *values.iter().max().unwrap();
+                let shown = no_install_dominates(&buckets(&values), total);
+                if shown {
+                    assert!(total - max >= max, "{values:?}");
+                }
+            }
+        }
     }
 
     #[test]

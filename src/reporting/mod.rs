@@ -314,10 +314,11 @@ pub struct CounterRow {
     pub counter: String,
     /// Active instances that reported the counter.
     pub instances: i64,
-    /// Sum of their values (exact).
-    pub total: i64,
-    /// total / instances, two decimals.
-    pub mean: f64,
+    /// Sum of their values (exact); `null` when one install dominates it
+    /// (see the documentation).
+    pub total: Option<i64>,
+    /// total / instances, two decimals; `null` with the total.
+    pub mean: Option<f64>,
     /// Median, as the lower bound of its storage bucket; `null` when it
     /// would be too close to an extreme (see the documentation).
     pub p50: Option<i64>,

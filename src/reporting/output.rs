@@ -99,8 +99,8 @@ pub fn cells(output: &Output) -> (Vec<&'static str>, Vec<Vec<String>>) {
                     vec![
                         r.counter.clone(),
                         r.instances.to_string(),
-                        r.total.to_string(),
-                        r.mean.to_string(),
+                        opt(r.total),
+                        r.mean.map(|m| m.to_string()).unwrap_or_default(),
                         opt(r.p50),
                         opt(r.p90),
                         r.histogram

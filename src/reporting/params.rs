@@ -11,7 +11,7 @@ use subtle::ConstantTimeEq;
 use crate::catalog::Catalog;
 
 /// Default smallest group shown.
-pub const DEFAULT_K: u32 = 5;
+pub const DEFAULT_K: u32 = 10;
 /// Default active window: reports come on install and update only, so a
 /// healthy instance may stay silent for months.
 pub const DEFAULT_ACTIVE_DAYS: u32 = 365;

@@ -34,6 +34,10 @@ pub const PINNED_DAYS: [&str; 5] = [
     "2028-02-29",
 ];
 
+/// k of the test collectors and CLI runs. Most test populations are sized
+/// for it; the tests of the production default (10) set it themselves.
+pub const TEST_K: u32 = 5;
+
 /// Parses a YYYY-MM-DD day.
 pub fn day(s: &str) -> chrono::NaiveDate {
     chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap_or_else(|e| panic!("{s}: {e}"))
@@ -387,6 +391,7 @@ pub async fn spawn_app_with(db: TestDb, adjust: impl FnOnce(&mut Config)) -> Tes
     config.limits.rate_limit = anonstats::ratelimit::RateLimit::DISABLED;
     config.limits.instance_daily_limit = 0;
     config.clock = anonstats::clock::Clock::Fixed(test_today());
+    config.stats.k = TEST_K;
     adjust(&mut config);
     let app = Application::build(config).expect("build collector");
     let port = app.port();

@@ -65,19 +65,46 @@ fn assert_k_view(what: &str, api: &Value, label: &str, count: &str, raw: &BTreeM
             )
         })
         .collect();
+    // Groups of k or more are shown; the small ones go to `other`, and when
+    // they stay below k the smallest shown groups (ties: the last label)
+    // join them until `other` reaches k; if even all groups stay below k,
+    // all are left out.
     let mut expected: BTreeMap<String, i64> = raw
         .iter()
-        .filter(|(_, n)| **n >= K)
+        .filter(|(l, n)| **n >= K && l.as_str() != "other")
         .map(|(l, n)| (l.clone(), *n))
         .collect();
-    let small: Vec<i64> = raw.values().copied().filter(|n| *n < K).collect();
-    let small_sum: i64 = small.iter().sum();
-    let (folded, omitted) = if small_sum >= K {
-        expected.insert("other".into(), small_sum);
-        (small.len(), 0)
-    } else {
-        (0, small.len())
-    };
+    let small = raw
+        .iter()
+        .filter(|(l, n)| **n > 0 && (**n < K || l.as_str() == "other"))
+        .count();
+    let small_groups = raw.iter().filter(|(_, n)| **n > 0 && **n < K).count();
+    let mut other: i64 = raw
+        .iter()
+        .filter(|(l, n)| **n < K || l.as_str() == "other")
+        .map(|(_, n)| (*n).max(0))
+        .sum();
+    let (mut folded, mut omitted) = (0, 0);
+    if small_groups > 0 {
+        folded = small_groups;
+        while other < K {
+            let Some(smallest) = expected
+                .iter()
+                .min_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0)))
+                .map(|(l, _)| l.clone())
+            else {
+                break;
+            };
+            other += expected.remove(&smallest).unwrap();
+            folded += 1;
+        }
+        if other < K {
+            (folded, omitted) = (0, folded);
+        }
+    }
+    if other >= K || (small_groups == 0 && small > 0) {
+        expected.insert("other".into(), other);
+    }
     assert_eq!(shown, expected, "{what}: {api}");
     assert_eq!(api["suppressed"]["folded"], folded, "{what}");
     assert_eq!(api["suppressed"]["omitted"], omitted, "{what}");

@@ -136,7 +136,7 @@ pub fn cli_on(db: &TestDb, today: NaiveDate, args: &[&str]) -> String {
         .arg("stats")
         .args(args)
         .args(["--database", &db.url])
-        .env_remove("ANONSTATS_K")
+        .env("ANONSTATS_K", TEST_K.to_string())
         .env_remove("ANONSTATS_ACTIVE_DAYS")
         .env_remove("ANONSTATS_CATALOG")
         .env_remove("ANONSTATS_DATABASE_URL")
