@@ -40,7 +40,7 @@ use crate::store::{self, Outcome};
 use crate::{startup, validation};
 
 /// Default number of simulated installs.
-pub const DEFAULT_INSTANCES: usize = 2000;
+pub const DEFAULT_INSTANCES: usize = 4000;
 /// Default days of simulated history.
 pub const DEFAULT_DAYS: u32 = 365;
 

@@ -182,7 +182,11 @@ async fn dashboard_matches_the_api_on(
 ) {
     let context = format!("on {today}, browser in {tz}");
     // As the README runs it: a collector, then the demo beside it.
-    let app = spawn_app_with(db, |c| c.clock = anonstats::clock::Clock::Fixed(today)).await;
+    let app = spawn_app_with(db, |c| {
+        c.clock = anonstats::clock::Clock::Fixed(today);
+        c.stats.k = anonstats::reporting::params::DEFAULT_K;
+    })
+    .await;
     write_demo(&app.db, today);
     seed(&app.db, &rare_php(today));
     let url = format!("{}/?interval=month", app.address);

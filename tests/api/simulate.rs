@@ -72,9 +72,12 @@ async fn event_days(app: &TestApp) -> std::collections::BTreeSet<String> {
 }
 
 async fn the_demo_command_gives_a_year_of_daily_history(db: TestDb) {
-    // As the README runs it: a collector on its database, then simulate on
-    // the same database beside it.
-    let app = spawn_app(db).await;
+    // As the README runs it: a collector with the production k on its
+    // database, then simulate on the same database beside it.
+    let app = spawn_app_with(db, |c| {
+        c.stats.k = anonstats::reporting::params::DEFAULT_K;
+    })
+    .await;
     let args = ["simulate", "--database", &app.db.url, "--seed", "7"];
 
     let first = anonstats(&args).await;
