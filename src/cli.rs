@@ -49,6 +49,9 @@ pub enum Command {
     /// Delete instance snapshots and dedupe keys older than the retention
     /// period, once, and exit (`serve` also does this periodically).
     Prune(PruneArgs),
+    /// Make a new stats token for the live statistics, the dashboard and
+    /// /metrics, replacing the stored one (and ending every session).
+    Token(TokenArgs),
     /// Measure ingest rate, latency, overload, stats endpoints and disk use
     /// (see docs/performance.md).
     Bench(crate::bench::BenchArgs),
@@ -70,6 +73,16 @@ pub struct PruneArgs {
     /// Pins "today" (UTC) for tests of the binary, as `serve --today`.
     #[arg(long, env = crate::clock::TODAY_ENV, value_name = "YYYY-MM-DD", hide = true)]
     pub today: Option<chrono::NaiveDate>,
+}
+
+/// Flags of `token`.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+    /// Address of the collector, for the printed sign-in link.
+    #[arg(long, env = "ANONSTATS_BIND", default_value = DEFAULT_BIND, value_name = "ADDR")]
+    pub bind: String,
 }
 
 /// Where the data lives.
@@ -185,6 +198,22 @@ pub fn main() -> anyhow::Result<()> {
         Command::Send(args) => crate::client::command::run(*args),
         Command::Simulate(args) => crate::simulate::run(args),
         Command::Stats(command) => crate::reporting::cli::run(command),
+        Command::Token(args) => {
+            let url = args.db.url(Need::Existing)?;
+            let pool = startup::prepare_database(&url, 1)?;
+            let mut conn = pool.get().context("cannot connect to database")?;
+            let token = crate::access::rotate_token(&mut conn).context("cannot store the token")?;
+            println!("{token}");
+            eprintln!(
+                "anonstats: sign in at http://{}/signin?token={token} (or send Authorization: Bearer <token>). Collectors on this database accept it within {} s; the old token and its sessions stop working.",
+                args.bind,
+                crate::access::REFRESH.as_secs()
+            );
+            if std::env::var("ANONSTATS_STATS_TOKEN").is_ok_and(|t| !t.is_empty()) {
+                eprintln!("anonstats: ANONSTATS_STATS_TOKEN is set here: a collector started with it uses that token instead of the stored one.");
+            }
+            Ok(())
+        }
         Command::Prune(args) => {
             let url = args.db.url(Need::Existing)?;
             let retention = args.retention.retention().map_err(anyhow::Error::msg)?;

@@ -5,6 +5,7 @@
 //! -> [`ingest`] (batching writer) -> [`store`] -> database -> [`reporting`]
 //! (k-anonymous reports for the stats API and CLI).
 
+pub mod access;
 pub mod anonymize;
 pub mod bench;
 pub mod catalog;

@@ -227,7 +227,7 @@ impl Metrics {
             "anonstats_writer_commit_seconds",
             "Time from the start of a batch until it is committed and flushed to disk.",
         );
-        let gauges: [(&str, &str, &str, f64); 8] = [
+        let gauges: [(&str, &str, &str, f64); 7] = [
             (
                 "anonstats_database_errors_total",
                 "counter",
@@ -265,12 +265,6 @@ impl Metrics {
                 extra.rate_limit_sources as f64,
             ),
             (
-                "anonstats_instance_limit_instances",
-                "gauge",
-                "Instances tracked today by the per-instance daily limit.",
-                extra.limited_instances as f64,
-            ),
-            (
                 "anonstats_pruned_instances_total",
                 "counter",
                 "Instance snapshots deleted by automatic retention runs.",
@@ -291,7 +285,6 @@ impl Metrics {
 pub struct Gauges {
     pub queue_capacity: usize,
     pub rate_limit_sources: usize,
-    pub limited_instances: usize,
     pub pruned_instances: u64,
 }
 

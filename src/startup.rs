@@ -12,6 +12,7 @@ use actix_web::middleware::Next;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 
+use crate::access::{self, Access};
 use crate::anonymize::{self, Pseudonymizer, Record, MIN_SECRET_CHARS};
 use crate::catalog::Catalog;
 use crate::clock::Clock;
@@ -51,6 +52,8 @@ pub struct AppState {
     pub pruned_instances: Arc<AtomicU64>,
     /// Where "today" comes from.
     pub clock: Clock,
+    /// Who may read the live statistics and metrics.
+    pub access: Access,
 }
 
 impl AppState {
@@ -106,12 +109,38 @@ pub fn load_pseudonymizer(secret: Option<&str>, pool: &Pool) -> anyhow::Result<P
     Ok(Pseudonymizer::new(secret.as_bytes()))
 }
 
+/// Maintainer access: the configured token, or the stored one (generated,
+/// and returned in clear once, on the first start).
+fn load_access(config: &Config, pool: &Pool) -> anyhow::Result<(Access, Option<String>)> {
+    if let Some(token) = &config.stats.token {
+        return Ok((Access::configured(token.hash()), None));
+    }
+    let mut conn = pool.get().context("cannot connect to database")?;
+    let (hash, new) =
+        access::stored_or_new(&mut conn).context("cannot read or store the stats token")?;
+    Ok((Access::stored(hash), new))
+}
+
+/// Shows a newly generated token once, as a sign-in link on stderr, as
+/// notebook servers do. Not through the log: the token must not end up in
+/// log files at every level and format.
+fn announce_token(bind: &str, port: u16, token: &str) {
+    let host = match bind.rsplit_once(':').map(|(h, _)| h) {
+        Some("0.0.0.0") | Some("[::]") | Some("") | None => "127.0.0.1",
+        Some(h) => h,
+    };
+    eprintln!(
+        "\nanonstats: the live statistics, the dashboard and /metrics need the stats token. One was generated and only its hash is kept: this is the only time it is shown.\n\n    http://{host}:{port}/signin?token={token}\n\n(API: Authorization: Bearer {token}. `anonstats token` makes a new one.)\n"
+    );
+}
+
 impl Application {
     /// Prepares the database and binds the listener.
     pub fn build(config: Config) -> anyhow::Result<Application> {
         let pool = prepare_database(&config.database_url, config.pool_size)?;
         let backend = Backend::parse(&config.database_url)?;
         let pseudonymizer = load_pseudonymizer(config.secret.as_deref(), &pool)?;
+        let (access, new_token) = load_access(&config, &pool)?;
         let (ingest, writer) = ingest::start(pool.clone(), config.writer.clone());
         let limits = &config.limits;
         let pruned_instances = Arc::new(AtomicU64::new(0));
@@ -139,6 +168,7 @@ impl Application {
             request_timeout: limits.request_timeout,
             pruned_instances,
             clock: config.clock,
+            access,
         });
         if let Clock::Fixed(day) = config.clock {
             tracing::warn!(%day, "the clock is pinned: every report is stamped with this day");
@@ -157,6 +187,9 @@ impl Application {
         let listener = TcpListener::bind(&config.bind)
             .with_context(|| format!("cannot listen on {}", config.bind))?;
         let port = listener.local_addr()?.port();
+        if let Some(token) = new_token {
+            announce_token(&config.bind, port, &token);
+        }
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())

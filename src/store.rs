@@ -59,6 +59,17 @@ pub fn get_setting(conn: &mut DbConn, name: &str) -> QueryResult<Option<String>>
         .optional())
 }
 
+/// Stores `value` under `name`, replacing what was there.
+pub fn set_setting(conn: &mut DbConn, name: &str, value: &str) -> QueryResult<()> {
+    with_conn!(conn, |c| diesel::insert_into(settings::table)
+        .values((settings::name.eq(name), settings::value.eq(value)))
+        .on_conflict(settings::name)
+        .do_update()
+        .set(settings::value.eq(value))
+        .execute(c))?;
+    Ok(())
+}
+
 /// Stores `value` under `name` unless a value is already there, and returns
 /// the stored value: collectors starting together agree on the first one.
 pub fn get_or_insert_setting(conn: &mut DbConn, name: &str, value: &str) -> QueryResult<String> {

@@ -207,8 +207,11 @@ pub fn post(path: &str, content_type: &str, body: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(body);
 }
 
-/// Serialises a GET request.
+/// The stats token of the collectors the benchmark starts.
+pub const BENCH_TOKEN: &str = "anonstats-bench-stats-token";
+
+/// Serialises a GET request, as a maintainer holding the stats token.
 pub fn get(path: &str) -> Vec<u8> {
-    format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/json\r\n\r\n")
+    format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/json\r\nAuthorization: Bearer {BENCH_TOKEN}\r\n\r\n")
         .into_bytes()
 }

@@ -26,9 +26,9 @@ impl ServerProcess {
         let mut cmd = Command::new(exe);
         cmd.args(["--log-format", "json"])
             .args(args)
-            // The stats API must answer without a token, and the secret is
-            // the benchmark's (seeded instances must hash alike).
-            .env_remove("ANONSTATS_STATS_TOKEN")
+            // The stats API answers the benchmark's token, and the secret
+            // is the benchmark's (seeded instances must hash alike).
+            .env("ANONSTATS_STATS_TOKEN", super::http::BENCH_TOKEN)
             .env_remove("ANONSTATS_BIND")
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)

@@ -1,16 +1,22 @@
 //! The dashboard: one page and its assets, embedded in the binary (no CDN,
 //! works offline). The page reads the stats API of the same origin.
 //!
-//! When a stats token is configured, `GET /` shows a sign-in form instead;
-//! `POST /signin` checks the token and keeps it in an HttpOnly cookie, which
-//! the stats API accepts; `POST /signout` removes it.
+//! The live dashboard is for maintainers: without a session, `GET /` shows a
+//! sign-in form. `POST /signin` (the form) and `GET /signin?token=...` (the
+//! link the collector prints when it generates a token) check the token and
+//! set an HttpOnly session cookie, which holds no token (see
+//! `crate::access`) and which the stats API accepts; `POST /signout` removes
+//! it.
 
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
-use super::stats::TOKEN_COOKIE;
+use chrono::Utc;
+
+use super::auth;
+use crate::access::{SESSION_COOKIE, SESSION_LIFETIME};
 use crate::startup::AppState;
 use crate::store;
 
@@ -31,15 +37,6 @@ fn html(status: actix_web::http::StatusCode, body: String) -> HttpResponse {
         .insert_header((header::X_FRAME_OPTIONS, "DENY"))
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .body(body)
-}
-
-fn signed_in(req: &HttpRequest, state: &AppState) -> bool {
-    match &state.stats.token {
-        None => true,
-        Some(token) => req
-            .cookie(TOKEN_COOKIE)
-            .is_some_and(|c| token.matches(c.value())),
-    }
 }
 
 fn sign_in_page(status: actix_web::http::StatusCode, error: bool) -> HttpResponse {
@@ -82,15 +79,10 @@ fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// `GET /`: the dashboard, or the sign-in form when a token is required and
-/// the browser has not presented it.
+/// `GET /`: the dashboard, or the sign-in form without a session.
 pub async fn page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    if signed_in(&req, &state) {
-        let sign_out = if state.stats.token.is_some() {
-            r#"<form method="post" action="/signout" class="signout"><button type="submit">Sign out</button></form>"#
-        } else {
-            ""
-        };
+    if auth::allowed(&req, &state) {
+        let sign_out = r#"<form method="post" action="/signout" class="signout"><button type="submit">Sign out</button></form>"#;
         let notice = synthetic_notice(&state).await;
         html(
             actix_web::http::StatusCode::OK,
@@ -107,23 +99,38 @@ pub struct SignIn {
     token: String,
 }
 
-/// `POST /signin`: keeps a correct token in an HttpOnly cookie.
+/// `POST /signin`: a correct token gets a session cookie.
 pub async fn sign_in(
     req: HttpRequest,
     state: web::Data<AppState>,
     form: web::Form<SignIn>,
 ) -> HttpResponse {
-    let Some(token) = &state.stats.token else {
-        return see_other("/");
-    };
-    if !token.matches(&form.token) {
+    start_session(&req, &state, &form.token)
+}
+
+/// `GET /signin?token=...`: the printed sign-in link. The redirect drops
+/// the token from the address bar.
+pub async fn sign_in_link(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    query: web::Query<SignIn>,
+) -> HttpResponse {
+    start_session(&req, &state, &query.token)
+}
+
+fn start_session(req: &HttpRequest, state: &AppState, token: &str) -> HttpResponse {
+    let hash = state.access.current(|| state.pool.try_get());
+    if !hash.matches(token) {
         return sign_in_page(actix_web::http::StatusCode::UNAUTHORIZED, true);
     }
-    let cookie = Cookie::build(TOKEN_COOKIE, form.token.clone())
+    let cookie = Cookie::build(SESSION_COOKIE, hash.session(Utc::now()))
         .path("/")
         .http_only(true)
         .same_site(SameSite::Strict)
         .secure(req.connection_info().scheme() == "https")
+        .max_age(actix_web::cookie::time::Duration::seconds(
+            SESSION_LIFETIME.as_secs() as i64,
+        ))
         .finish();
     let mut response = see_other("/");
     let _ = response.add_cookie(&cookie);
@@ -133,7 +140,7 @@ pub async fn sign_in(
 /// `POST /signout`: forgets the token cookie.
 pub async fn sign_out() -> HttpResponse {
     let mut response = see_other("/");
-    let mut cookie = Cookie::build(TOKEN_COOKIE, "").path("/").finish();
+    let mut cookie = Cookie::build(SESSION_COOKIE, "").path("/").finish();
     cookie.make_removal();
     let _ = response.add_cookie(&cookie);
     response

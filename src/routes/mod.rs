@@ -1,6 +1,7 @@
 //! HTTP routes. Handlers parse, call one function, and map errors; they
 //! never touch SQL.
 
+mod auth;
 mod catalog;
 mod dashboard;
 mod health;
@@ -34,6 +35,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/", web::get().to(dashboard::page))
     .route("/assets/{name}", web::get().to(dashboard::static_asset))
     .route("/signin", web::post().to(dashboard::sign_in))
+    .route("/signin", web::get().to(dashboard::sign_in_link))
     .route("/signout", web::post().to(dashboard::sign_out))
     .service(
         web::resource("/api/v1/instances/{instance_id}")

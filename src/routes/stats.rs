@@ -1,8 +1,8 @@
 //! `GET /api/v1/stats/...`: the k-anonymous reports over HTTP.
 //!
-//! JSON by default; CSV with `?format=csv` or `Accept: text/csv`. When a
-//! stats token is configured, every stats route requires it as
-//! `Authorization: Bearer <token>` or in the `anonstats_token` cookie.
+//! JSON by default; CSV with `?format=csv` or `Accept: text/csv`. Every
+//! stats route requires the stats token, as `Authorization: Bearer <token>`,
+//! or a dashboard session (see `crate::access`).
 //! Handlers check the request, run one report on a pooled connection in the
 //! blocking pool (reusing a recent result while nothing was stored, see
 //! `reporting::cache`), and render it.
@@ -12,12 +12,10 @@ use std::sync::Arc;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 
+use super::auth;
 use crate::error::ApiError;
-use crate::reporting::{self, output, params, Output, ParamError, Params, Query, Report};
+use crate::reporting::{output, params, Output, ParamError, Params, Query, Report};
 use crate::startup::AppState;
-
-/// Cookie that may carry the stats token (set by a dashboard sign-in).
-pub const TOKEN_COOKIE: &str = "anonstats_token";
 
 /// Registers the stats routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -80,7 +78,7 @@ async fn respond(
     state: web::Data<AppState>,
     report: Report,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state.stats)?;
+    auth::require(&req, &state)?;
     let (params, format) = parse_query(req.query_string()).map_err(ApiError::InvalidQuery)?;
     let format = format.unwrap_or_else(|| negotiate(&req));
     let query = Query::resolve(
@@ -96,7 +94,7 @@ async fn respond(
             .map_err(ApiError::InvalidQuery)?;
     }
     let out = run(&state, report, query).await?;
-    Ok(render(&out, format, state.stats.token.is_some()))
+    Ok(render(&out, format))
 }
 
 /// Runs a report (or reuses its recent result) on a pooled connection in
@@ -122,30 +120,6 @@ async fn run(
             Err(ApiError::Database)
         }
         Err(_) => Err(ApiError::Database),
-    }
-}
-
-/// Accepts the request when no token is configured, or when it carries the
-/// token as a bearer token or in the token cookie.
-fn authorize(req: &HttpRequest, settings: &reporting::Settings) -> Result<(), ApiError> {
-    let Some(token) = &settings.token else {
-        return Ok(());
-    };
-    let bearer = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .is_some_and(|(_, t)| token.matches(t.trim()));
-    let cookie = || {
-        req.cookie(TOKEN_COOKIE)
-            .is_some_and(|c| token.matches(c.value()))
-    };
-    if bearer || cookie() {
-        Ok(())
-    } else {
-        Err(ApiError::Unauthorized)
     }
 }
 
@@ -200,21 +174,15 @@ fn negotiate(req: &HttpRequest) -> Format {
     Format::Json
 }
 
-fn render(out: &Output, format: Format, private: bool) -> HttpResponse {
+fn render(out: &Output, format: Format) -> HttpResponse {
     let suppressed = output::suppressed(out);
     let mut response = HttpResponse::Ok();
     response
         .insert_header(("Anonstats-Folded", suppressed.folded.to_string()))
         .insert_header(("Anonstats-Omitted", suppressed.omitted.to_string()))
         .insert_header((header::VARY, "Accept"))
-        .insert_header((
-            header::CACHE_CONTROL,
-            if private {
-                "no-store"
-            } else {
-                "public, max-age=60"
-            },
-        ));
+        // Live figures are for maintainers: no shared cache may keep them.
+        .insert_header((header::CACHE_CONTROL, "no-store"));
     match format {
         Format::Json => response
             .content_type("application/json")

@@ -189,7 +189,9 @@ async fn dashboard_matches_the_api_on(
     .await;
     write_demo(&app.db, today);
     seed(&app.db, &rare_php(today));
-    let url = format!("{}/?interval=month", app.address);
+    // The sign-in link a collector prints: it leads to the dashboard, whose
+    // default interval is the month.
+    let url = format!("{}/signin?token={TEST_TOKEN}", app.address);
     let api = |path: &'static str| {
         let app = &app;
         async move { app.get(path).await.json() }
@@ -330,14 +332,10 @@ async fn dashboard_matches_the_api_on(
     app.stop().await;
 }
 
-async fn dashboard_sign_in_keeps_the_token_in_an_http_only_cookie(db: TestDb) {
-    let token = "dashboard-test-token-0123456789";
-    let app = spawn_app_with(db, |c| {
-        c.stats.token = anonstats::reporting::StatsToken::new(token);
-    })
-    .await;
+async fn dashboard_sign_in_sets_a_session_that_holds_no_token(db: TestDb) {
+    let app = spawn_app(db).await;
 
-    let page = app.get("/").await;
+    let page = app.get_anonymous("/").await;
     assert_eq!(page.status, 200);
     assert!(
         page.text().contains(r#"action="/signin""#),
@@ -354,37 +352,67 @@ async fn dashboard_sign_in_keeps_the_token_in_an_http_only_cookie(db: TestDb) {
         .await;
     assert_eq!(wrong.status, 401);
     assert!(wrong.header("set-cookie").is_none());
+    let wrong_link = app.get_anonymous("/signin?token=nope").await;
+    assert_eq!(wrong_link.status, 401);
+    assert!(wrong_link.header("set-cookie").is_none());
 
-    let right = awc::Client::builder()
-        .disable_redirects()
-        .finish()
+    let no_redirects = awc::Client::builder().disable_redirects().finish();
+    let by_form = no_redirects
         .post(format!("{}/signin", app.address))
         .insert_header(("Content-Type", "application/x-www-form-urlencoded"))
-        .send_body(format!("token={token}"))
+        .send_body(format!("token={TEST_TOKEN}"))
         .await
         .unwrap();
-    assert_eq!(right.status().as_u16(), 303);
-    assert_eq!(right.headers().get("location").unwrap(), "/");
-    let cookie = right
-        .headers()
-        .get("set-cookie")
-        .expect("cookie set")
-        .to_str()
-        .unwrap()
-        .to_owned();
-    assert!(cookie.contains("HttpOnly"), "{cookie}");
-    assert!(cookie.contains("SameSite=Strict"), "{cookie}");
-    let pair = cookie.split(';').next().unwrap().to_owned();
+    let by_link = no_redirects
+        .get(format!("{}/signin?token={TEST_TOKEN}", app.address))
+        .send()
+        .await
+        .unwrap();
+    for right in [by_form, by_link] {
+        assert_eq!(right.status().as_u16(), 303);
+        assert_eq!(right.headers().get("location").unwrap(), "/");
+        let cookie = right
+            .headers()
+            .get("set-cookie")
+            .expect("cookie set")
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(cookie.starts_with("anonstats_session="), "{cookie}");
+        assert!(cookie.contains("HttpOnly"), "{cookie}");
+        assert!(cookie.contains("SameSite=Strict"), "{cookie}");
+        assert!(
+            !cookie.contains(TEST_TOKEN),
+            "the cookie holds no token: {cookie}"
+        );
+        let pair = cookie.split(';').next().unwrap().to_owned();
 
-    let dashboard = crate::stats_seed::get_with(&app, "/", &[("Cookie", &pair)]).await;
-    assert!(dashboard.text().contains("dashboard.js"));
-    assert!(dashboard
-        .header("content-security-policy")
-        .unwrap()
-        .contains("script-src 'self'"));
-    let stats =
-        crate::stats_seed::get_with(&app, "/api/v1/stats/summary", &[("Cookie", &pair)]).await;
-    assert_eq!(stats.status, 200);
-    assert_eq!(app.get("/api/v1/stats/summary").await.status, 401);
+        let session = awc::Client::builder().disable_redirects().finish();
+        let with_cookie = |path: &str| {
+            session
+                .get(format!("{}{path}", app.address))
+                .insert_header(("Cookie", pair.as_str()))
+                .send()
+        };
+        let dashboard = read_reply(with_cookie("/").await.unwrap()).await;
+        assert!(dashboard.text().contains("dashboard.js"));
+        assert!(dashboard
+            .header("content-security-policy")
+            .unwrap()
+            .contains("script-src 'self'"));
+        let stats = read_reply(with_cookie("/api/v1/stats/summary").await.unwrap()).await;
+        assert_eq!(stats.status, 200);
+        let metrics = read_reply(with_cookie("/metrics").await.unwrap()).await;
+        assert_eq!(metrics.status, 200);
+    }
+    // The token itself in a cookie is no session.
+    let forged = awc::Client::new()
+        .get(format!("{}/api/v1/stats/summary", app.address))
+        .insert_header(("Cookie", format!("anonstats_session={TEST_TOKEN}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status().as_u16(), 401);
+    assert_eq!(app.get_anonymous("/api/v1/stats/summary").await.status, 401);
 }
-on_both_backends!(dashboard_sign_in_keeps_the_token_in_an_http_only_cookie);
+on_both_backends!(dashboard_sign_in_sets_a_session_that_holds_no_token);

@@ -489,7 +489,7 @@ fn postgres_outage_gets_fast_503s_and_recovers_without_restart() {
         let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
         write!(
             s,
-            "GET /metrics HTTP/1.1\r\nHost: stats\r\nConnection: close\r\n\r\n"
+            "GET /metrics HTTP/1.1\r\nHost: stats\r\nAuthorization: Bearer {TEST_TOKEN}\r\nConnection: close\r\n\r\n"
         )
         .unwrap();
         let mut out = String::new();

@@ -34,6 +34,10 @@ pub const PINNED_DAYS: [&str; 5] = [
     "2028-02-29",
 ];
 
+/// The stats token of the test collectors. Their `client` presents it on
+/// every request; `get_anonymous` does not.
+pub const TEST_TOKEN: &str = "test-stats-token-0123456789abcdef";
+
 /// k of the test collectors and CLI runs. Most test populations are sized
 /// for it; the tests of the production default (10) set it themselves.
 pub const TEST_K: u32 = 5;
@@ -392,6 +396,7 @@ pub async fn spawn_app_with(db: TestDb, adjust: impl FnOnce(&mut Config)) -> Tes
     config.limits.instance_daily_limit = 0;
     config.clock = anonstats::clock::Clock::Fixed(test_today());
     config.stats.k = TEST_K;
+    config.stats.token = anonstats::reporting::StatsToken::new(TEST_TOKEN);
     adjust(&mut config);
     let app = Application::build(config).expect("build collector");
     let port = app.port();
@@ -403,6 +408,7 @@ pub async fn spawn_app_with(db: TestDb, adjust: impl FnOnce(&mut Config)) -> Tes
         db,
         client: awc::Client::builder()
             .timeout(Duration::from_secs(30))
+            .add_default_header(("Authorization", format!("Bearer {TEST_TOKEN}")))
             .finish(),
         handle,
     }
@@ -435,6 +441,19 @@ impl TestApp {
     pub async fn get(&self, path: &str) -> Reply {
         let res = self
             .client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("request sent");
+        read_reply(res).await
+    }
+
+    /// GETs a path as the public would: no token, no session.
+    pub async fn get_anonymous(&self, path: &str) -> Reply {
+        let res = awc::Client::builder()
+            .disable_redirects()
+            .timeout(Duration::from_secs(30))
+            .finish()
             .get(format!("{}{path}", self.address))
             .send()
             .await
@@ -537,6 +556,7 @@ impl CollectorProcess {
         .env("ANONSTATS_RATE_LIMIT", "0")
         .env("ANONSTATS_INSTANCE_DAILY_LIMIT", "0")
         .env(anonstats::clock::TODAY_ENV, test_today().to_string())
+        .env("ANONSTATS_STATS_TOKEN", TEST_TOKEN)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

@@ -40,6 +40,7 @@ const SERVED: &[(&str, &str)] = &[
     ("get", "/"),
     ("get", "/assets/{name}"),
     ("post", "/signin"),
+    ("get", "/signin"),
     ("post", "/signout"),
 ];
 
@@ -303,6 +304,13 @@ async fn request(
         .timeout(Duration::from_secs(30))
         .finish();
     let mut req = client.request(method, format!("{}{path}", app.address));
+    // As a maintainer, unless the case brings credentials of its own.
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+    {
+        req = req.insert_header(("Authorization", format!("Bearer {TEST_TOKEN}")));
+    }
     for (k, v) in headers {
         req = req.insert_header((*k, *v));
     }
@@ -801,6 +809,15 @@ async fn every_documented_status_is_reached_and_matches_its_schema(db: TestDb) {
         let r = request(&app, "get", path, &[("Authorization", &bearer)], None).await;
         seen.add("get", route, "bearer token", r);
     }
+    let r = request(
+        &app,
+        "get",
+        "/metrics",
+        &[("Authorization", "Bearer wrong")],
+        None,
+    )
+    .await;
+    seen.add("get", "/metrics", "wrong token", r);
     let form = "application/x-www-form-urlencoded";
     let r = request(
         &app,
@@ -820,6 +837,14 @@ async fn every_documented_status_is_reached_and_matches_its_schema(db: TestDb) {
     )
     .await;
     seen.add("post", "/signin", "right token", r);
+    for (what, path) in [
+        ("wrong token", "/signin?token=wrong".to_owned()),
+        ("right token", format!("/signin?token={token}")),
+        ("no token", "/signin".to_owned()),
+    ] {
+        let r = request(&app, "get", &path, &[], None).await;
+        seen.add("get", "/signin", what, r);
+    }
     let r = request(&app, "post", "/signout", &[], None).await;
     seen.add("post", "/signout", "sign out", r);
     app.stop().await;

@@ -38,6 +38,11 @@ async fn metrics_count_outcomes_with_fixed_labels_only(db: TestDb) {
         .unwrap()
         .starts_with("text/plain; version=0.0.4"));
     let text = reply.text();
+    // No metric counts installs, not even those the daily limit tracks.
+    assert!(
+        !text.contains("anonstats_instance_limit_instances"),
+        "{text}"
+    );
     let get = |s: &str| sample(&text, s).unwrap_or_else(|| panic!("{s} missing:\n{text}"));
     assert_eq!(get("anonstats_reports_total{outcome=\"accepted\"}"), 1.0);
     assert_eq!(get("anonstats_reports_total{outcome=\"duplicate\"}"), 1.0);

@@ -215,12 +215,8 @@ async fn unknown_product_attribute_or_parameter_is_a_400_problem(db: TestDb) {
 }
 on_both_backends!(unknown_product_attribute_or_parameter_is_a_400_problem);
 
-async fn stats_token_is_required_when_configured(db: TestDb) {
-    let token = "a-long-random-stats-token";
-    let app = spawn_app_with(db, |c| {
-        c.stats.token = anonstats::reporting::StatsToken::new(token)
-    })
-    .await;
+async fn live_stats_always_need_the_token(db: TestDb) {
+    let app = spawn_app(db).await;
     seed(&app.db, &population());
 
     for path in [
@@ -231,8 +227,9 @@ async fn stats_token_is_required_when_configured(db: TestDb) {
         "/api/v1/stats/counters",
         "/api/v1/stats/features",
         "/api/v1/stats/upgrades",
+        "/metrics",
     ] {
-        let missing = app.get(path).await;
+        let missing = app.get_anonymous(path).await;
         assert_eq!(missing.status, 401, "{path}");
         assert_eq!(
             missing.header("content-type"),
@@ -243,45 +240,134 @@ async fn stats_token_is_required_when_configured(db: TestDb) {
             .unwrap()
             .starts_with("Bearer"));
         assert!(!missing.text().contains("4.10.1"));
-        let wrong = get_with(
-            &app,
-            path,
-            &[("Authorization", "Bearer a-long-random-stats-toke")],
-        )
-        .await;
+        let wrong = get_with(&app, path, &[("Authorization", "Bearer test-stats-token")]).await;
         assert_eq!(wrong.status, 401, "{path}");
-        let bearer = get_with(&app, path, &[("Authorization", &format!("Bearer {token}"))]).await;
+        let bearer = app.get(path).await;
         assert_eq!(bearer.status, 200, "{path}: {}", bearer.text());
         assert_eq!(bearer.header("cache-control"), Some("no-store"));
-        let cookie = get_with(
-            &app,
-            path,
-            &[("Cookie", &format!("anonstats_token={token}"))],
-        )
-        .await;
-        assert_eq!(cookie.status, 200, "{path}");
+        // The token in a cookie is not a session.
+        let cookie = awc::Client::new()
+            .get(format!("{}{path}", app.address))
+            .insert_header(("Cookie", format!("anonstats_session={TEST_TOKEN}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(cookie.status().as_u16(), 401, "{path}");
     }
     // Parameters are not even looked at without the token.
     assert_eq!(
-        app.get("/api/v1/stats/summary?colour=blue").await.status,
+        app.get_anonymous("/api/v1/stats/summary?colour=blue")
+            .await
+            .status,
         401
     );
-    // The catalog stays public.
-    assert_eq!(app.get("/api/v1/catalog").await.status, 200);
+    // The catalog and the OpenAPI document stay public.
+    assert_eq!(app.get_anonymous("/api/v1/catalog").await.status, 200);
+    assert_eq!(app.get_anonymous("/api/v1/openapi.json").await.status, 200);
 }
-on_both_backends!(stats_token_is_required_when_configured);
+on_both_backends!(live_stats_always_need_the_token);
 
-async fn stats_are_public_without_a_token(db: TestDb) {
+async fn an_empty_database_answers_nothing_hidden(db: TestDb) {
     let app = spawn_app(db).await;
     let reply = app.get("/api/v1/stats/summary").await;
     assert_eq!(reply.status, 200);
-    // An empty database: nothing active, nothing hidden.
     assert_eq!(reply.json()["active_instances"], 0);
     assert_eq!(reply.json()["events"], json!({"install": 0, "update": 0}));
     assert_eq!(reply.header("anonstats-folded"), Some("0"));
     assert_eq!(reply.header("anonstats-omitted"), Some("0"));
 }
-on_both_backends!(stats_are_public_without_a_token);
+on_both_backends!(an_empty_database_answers_nothing_hidden);
+
+/// A GET to a collector process, with an `Authorization` header when given.
+fn get_status(port: u16, path: &str, bearer: Option<&str>) -> u16 {
+    let auth = bearer
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let answer = raw_http(
+        port,
+        "127.0.0.1".parse().unwrap(),
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").as_bytes(),
+    );
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status: {answer}"))
+}
+
+async fn without_a_configured_token_one_is_generated_and_shown_once(db: TestDb) {
+    let link = regex::Regex::new(r"/signin\?token=([0-9a-f]{64})").unwrap();
+    let env = [("ANONSTATS_STATS_TOKEN", "")];
+    let mut first = CollectorProcess::start(&db, &[], &env);
+    let logs = first.logs();
+    let token = link.captures(&logs).expect("a sign-in link on stderr")[1].to_owned();
+
+    for path in [
+        "/api/v1/stats/summary",
+        "/api/v1/stats/versions",
+        "/metrics",
+    ] {
+        assert_eq!(get_status(first.port, path, None), 401, "{path}");
+        assert_eq!(get_status(first.port, path, Some("wrong")), 401, "{path}");
+        assert_eq!(get_status(first.port, path, Some(&token)), 200, "{path}");
+    }
+    // Only the token's hash is kept, and no log line carries the token.
+    let stored = db.all_text();
+    assert!(
+        !stored.iter().any(|(_, _, v)| v.contains(&token)),
+        "token stored in clear"
+    );
+    let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()));
+    assert!(stored
+        .iter()
+        .any(|(t, c, v)| t == "settings" && c == "value" && *v == hash));
+    let log_lines: Vec<&str> = logs.lines().filter(|l| l.starts_with('{')).collect();
+    assert!(!log_lines.is_empty());
+    assert!(
+        !log_lines.iter().any(|l| l.contains(&token)),
+        "token in a log line"
+    );
+    first.signal_and_wait("TERM");
+
+    // Shown once: a restart prints no link, and the token still works.
+    let mut second = CollectorProcess::start(&db, &[], &env);
+    assert!(
+        !second.logs().contains("signin?token="),
+        "{}",
+        second.logs()
+    );
+    assert_eq!(
+        get_status(second.port, "/api/v1/stats/summary", Some(&token)),
+        200
+    );
+    second.signal_and_wait("TERM");
+
+    // `anonstats token` replaces it.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_anonstats"))
+        .args(["token", "--database", &db.url])
+        .env_remove("ANONSTATS_STATS_TOKEN")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let new = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert_eq!(new.len(), 64);
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("/signin?token={new}")));
+    let mut third = CollectorProcess::start(&db, &[], &env);
+    assert_eq!(
+        get_status(third.port, "/api/v1/stats/summary", Some(&token)),
+        401
+    );
+    assert_eq!(
+        get_status(third.port, "/api/v1/stats/summary", Some(&new)),
+        200
+    );
+    third.signal_and_wait("TERM");
+}
+on_both_backends!(without_a_configured_token_one_is_generated_and_shown_once);
 
 async fn new_reports_show_up_in_the_next_answer(db: TestDb) {
     let app = spawn_app(db).await;

@@ -343,7 +343,13 @@ async fn hidden_groups_cannot_be_worked_out_from_the_whole(db: TestDb) {
 on_both_backends!(hidden_groups_cannot_be_worked_out_from_the_whole);
 
 async fn the_production_default_k_is_ten(db: TestDb) {
-    let app = spawn_app_with(db, |c| c.stats = anonstats::reporting::Settings::default()).await;
+    let app = spawn_app_with(db, |c| {
+        c.stats = anonstats::reporting::Settings {
+            token: anonstats::reporting::StatsToken::new(TEST_TOKEN),
+            ..anonstats::reporting::Settings::default()
+        }
+    })
+    .await;
     seed(&app.db, &times(10, || install(0, "4.10.1")));
     seed(&app.db, &times(9, || install(0, "4.9.0")));
     seed(&app.db, &times(10, || install(0, "4.8.0")));
