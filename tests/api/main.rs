@@ -7,6 +7,7 @@ mod helpers;
 mod abuse;
 mod bench;
 mod client;
+mod consent;
 mod consistency;
 mod dashboard;
 mod docs_commands;
