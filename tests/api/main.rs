@@ -27,6 +27,7 @@ mod privacy;
 mod project;
 mod properties;
 mod retention;
+mod secret;
 mod simulate;
 mod stats;
 mod stats_consistency;
