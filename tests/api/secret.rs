@@ -262,3 +262,88 @@ async fn pseudonyms_without_a_recorded_secret_are_not_rekeyed_silently(db: TestD
     serve_refused(&db, Some(SECRET_B));
 }
 on_both_backends!(pseudonyms_without_a_recorded_secret_are_not_rekeyed_silently);
+
+/// Posts one report to a collector process; its status line.
+fn post_to(collector: &CollectorProcess) -> String {
+    let body = sample_report().to_string();
+    let request = format!(
+        "POST /api/v1/reports HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let answer = raw_http(collector.port, [127, 0, 0, 1].into(), request.as_bytes());
+    answer.lines().next().unwrap_or_default().to_owned()
+}
+
+/// How often the collector said it generated a secret.
+fn generated_lines(logs: &str) -> usize {
+    logs.lines()
+        .filter(|l| l.contains("generated a new pseudonymisation secret"))
+        .count()
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+async fn serve_creates_private_files_and_says_once_where_the_secret_is(db: TestDb) {
+    let mut first = CollectorProcess::start(&db, &[], &[]);
+    assert!(post_to(&first).contains(" 202 "));
+    if let Some(path) = db.sqlite_path() {
+        // While the collector runs, its WAL and shared memory exist.
+        for suffix in ["", "-wal", "-shm"] {
+            let file = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+            assert_eq!(mode(&file), 0o600, "{} is private", file.display());
+        }
+    }
+    first.signal_and_wait("TERM");
+    let logs = first.logs();
+    assert_eq!(generated_lines(&logs), 1, "{logs}");
+    let line = logs
+        .lines()
+        .find(|l| l.contains("generated a new pseudonymisation secret"))
+        .unwrap();
+    let logged: Value = serde_json::from_str(line).unwrap();
+    let database = logged["database"].as_str().unwrap_or_default();
+    assert_eq!(database, anonstats::db::redact_url(&db.url), "{line}");
+    let secret = setting(&db, store::SECRET_SETTING).unwrap();
+    assert!(!logs.contains(&secret), "the secret itself is never logged");
+
+    let mut second = CollectorProcess::start(&db, &[], &[]);
+    assert!(post_to(&second).contains(" 202 "));
+    second.signal_and_wait("TERM");
+    assert_eq!(
+        generated_lines(&second.logs()),
+        0,
+        "said once, when generated"
+    );
+}
+on_both_backends!(serve_creates_private_files_and_says_once_where_the_secret_is);
+
+#[test]
+fn an_existing_database_file_keeps_the_mode_its_operator_chose() {
+    use std::os::unix::fs::PermissionsExt;
+    let db = TestDb::new(Backend::Sqlite);
+    let path = db.sqlite_path().unwrap();
+    std::fs::write(&path, b"").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+
+    let mut collector = CollectorProcess::start(&db, &[], &[]);
+    assert!(post_to(&collector).contains(" 202 "));
+    let wal = std::path::PathBuf::from(format!("{}-wal", path.display()));
+    let (file_mode, wal_mode) = (mode(&path), mode(&wal));
+    collector.signal_and_wait("TERM");
+
+    assert_eq!(
+        file_mode, 0o640,
+        "anonstats changes no mode of a file it did not create"
+    );
+    assert_eq!(
+        wal_mode, 0o640,
+        "SQLite gives the WAL the database file's mode"
+    );
+}
