@@ -31,7 +31,7 @@ pub enum SecretError {
     /// `ANONSTATS_SECRET` is set, but the database's pseudonyms were made
     /// with the generated secret it keeps.
     #[error(
-        "ANONSTATS_SECRET is set, but this database's pseudonyms were made with the secret \
+        "ANONSTATS_SECRET is set, but this database's pseudonyms are made with the secret \
          generated on its first start and kept in its settings table: using ANONSTATS_SECRET \
          would silently change every pseudonym and count every install twice. Either unset \
          ANONSTATS_SECRET to keep the stored secret, or, to move to ANONSTATS_SECRET, stop \
@@ -42,7 +42,7 @@ pub enum SecretError {
     /// `ANONSTATS_SECRET` differs from the one the database's pseudonyms
     /// were made with.
     #[error(
-        "ANONSTATS_SECRET is not the secret this database's pseudonyms were made with (its \
+        "ANONSTATS_SECRET is not the secret this database's pseudonyms are made with (its \
          fingerprint differs from the one recorded in the settings table): using it would \
          silently change every pseudonym and count every install twice. Either set \
          ANONSTATS_SECRET back to the previous value, or, to move to the new one, stop every \
@@ -53,7 +53,7 @@ pub enum SecretError {
     /// The database's pseudonyms were made with `ANONSTATS_SECRET`, which
     /// is not set.
     #[error(
-        "ANONSTATS_SECRET is not set, but this database's pseudonyms were made with it (its \
+        "ANONSTATS_SECRET is not set, but this database's pseudonyms are made with it (its \
          settings table records its fingerprint): starting without it would generate a new \
          secret and silently change every pseudonym. Either set ANONSTATS_SECRET to the value \
          in use, or, to move to a generated secret, stop every collector using this database \
