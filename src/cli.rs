@@ -14,7 +14,6 @@ use crate::reporting::cli::{ReportingArgs, StatsCommand};
 use crate::retention::{RetentionArgs, DEFAULT_PRUNE_INTERVAL_HOURS};
 use crate::secret::{self, Kind};
 use crate::startup::{self, Application};
-use crate::store;
 use crate::telemetry::{self, LogFormat};
 
 /// anonstats: collect opt-in, anonymous usage statistics and keep only
@@ -109,7 +108,7 @@ fn rotate_secret(args: RotateSecretArgs) -> anyhow::Result<()> {
         None => "a newly generated secret (kept in the database)",
     };
     if !args.yes {
-        let n = store::count_pseudonyms(&mut conn).context("cannot count the stored pseudonyms")?;
+        let n = secret::pending(&mut conn)?;
         anyhow::bail!(
             "nothing changed: rotating the secret of {database} to {target} would delete {} \
              instance snapshots, {} aggregate rows and {} dedupe keys (daily event counts are \

@@ -195,6 +195,11 @@ pub fn recorded_kind(conn: &mut DbConn) -> Result<Kind, SecretError> {
     Ok(Kind::Unrecorded)
 }
 
+/// What [`rotate`] would delete now, to show before it is confirmed.
+pub fn pending(conn: &mut DbConn) -> Result<Pseudonyms, SecretError> {
+    Ok(store::count_pseudonyms(conn)?)
+}
+
 /// What a rotation did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rotation {
