@@ -60,6 +60,14 @@ impl Pseudonymizer {
         self.hash("anonstats/instance/v1", &[product, &id])
     }
 
+    /// A keyed fingerprint of the secret itself, hex-encoded: stored to
+    /// recognise later whether a process uses the same secret, without
+    /// storing the secret. HMAC is a pseudo-random function: the value says
+    /// nothing about the key to someone who does not already have it.
+    pub fn fingerprint(&self) -> String {
+        hex::encode(self.hash("anonstats/secret-fingerprint/v1", &[]))
+    }
+
     /// The dedupe key of a report id.
     pub fn report_hash(&self, report_id: &Uuid) -> [u8; 32] {
         let id = report_id.hyphenated().to_string();
@@ -160,6 +168,19 @@ mod tests {
             a.instance_hash("other", &id)
         );
         assert_ne!(a.instance_hash("passbolt", &id), a.report_hash(&id));
+    }
+
+    #[test]
+    fn fingerprints_tell_secrets_apart_without_showing_them() {
+        let secret = "0123456789abcdef0123456789abcdef";
+        let a = Pseudonymizer::new(secret.as_bytes()).fingerprint();
+        assert_eq!(a, Pseudonymizer::new(secret.as_bytes()).fingerprint());
+        assert_ne!(
+            a,
+            Pseudonymizer::new(b"fedcba9876543210fedcba9876543210").fingerprint()
+        );
+        assert_eq!(a.len(), 64);
+        assert!(!a.contains(secret) && !a.contains(&hex::encode(secret)));
     }
 
     #[test]

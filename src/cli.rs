@@ -12,6 +12,7 @@ use crate::db::{self, Need};
 use crate::ratelimit::LimitArgs;
 use crate::reporting::cli::{ReportingArgs, StatsCommand};
 use crate::retention::{RetentionArgs, DEFAULT_PRUNE_INTERVAL_HOURS};
+use crate::secret::{self, Kind};
 use crate::startup::{self, Application};
 use crate::telemetry::{self, LogFormat};
 
@@ -52,6 +53,11 @@ pub enum Command {
     /// Make a new stats token for the live statistics, the dashboard and
     /// /metrics, replacing the stored one (and ending every session).
     Token(TokenArgs),
+    /// Replace the pseudonymisation secret: with ANONSTATS_SECRET set, move
+    /// to it; without, generate a new one. Deletes the instance snapshots,
+    /// their aggregates and the dedupe keys; keeps the daily event counts
+    /// (see docs/retention.md). Stop every collector first.
+    RotateSecret(RotateSecretArgs),
     /// Measure ingest rate, latency, overload, stats endpoints and disk use
     /// (see docs/performance.md).
     Bench(crate::bench::BenchArgs),
@@ -83,6 +89,68 @@ pub struct TokenArgs {
     /// Address of the collector, for the printed sign-in link.
     #[arg(long, env = "ANONSTATS_BIND", default_value = DEFAULT_BIND, value_name = "ADDR")]
     pub bind: String,
+}
+
+/// Flags of `rotate-secret`.
+#[derive(Debug, Args)]
+pub struct RotateSecretArgs {
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+    /// Do it. Without this flag, say what would be deleted and change nothing.
+    #[arg(long)]
+    pub yes: bool,
+}
+
+/// `ANONSTATS_SECRET`, if set and not empty. Read from the environment only:
+/// a flag would show in process listings.
+fn configured_secret() -> Option<String> {
+    std::env::var("ANONSTATS_SECRET")
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
+/// Runs `rotate-secret`.
+fn rotate_secret(args: RotateSecretArgs) -> anyhow::Result<()> {
+    let url = args.db.url(Need::Existing)?;
+    let database = db::redact_url(&url);
+    let pool = startup::prepare_database(&url, 1)?;
+    let mut conn = pool.get().context("cannot connect to database")?;
+    let secret = configured_secret();
+    let target = match secret {
+        Some(_) => "ANONSTATS_SECRET",
+        None => "a newly generated secret (kept in the database)",
+    };
+    if !args.yes {
+        let n = secret::pending(&mut conn)?;
+        anyhow::bail!(
+            "nothing changed: rotating the secret of {database} to {target} would delete {} \
+             instance snapshots, {} aggregate rows and {} dedupe keys (daily event counts are \
+             kept). Stop every collector using this database, then run again with --yes.",
+            n.instances,
+            n.aggregate_rows,
+            n.report_keys
+        );
+    }
+    let rotation = secret::rotate(&mut conn, secret.as_deref())
+        .with_context(|| format!("the secret of {database} was not rotated"))?;
+    let from = match rotation.from {
+        Kind::Generated => "the generated secret (deleted)",
+        Kind::Configured => "the previous ANONSTATS_SECRET (its fingerprint deleted)",
+        Kind::Unrecorded => "an unrecorded secret",
+    };
+    println!(
+        "rotated the secret of {database} from {from} to {target}: deleted {} instance \
+         snapshots, {} aggregate rows and {} dedupe keys; daily event counts kept",
+        rotation.deleted.instances, rotation.deleted.aggregate_rows, rotation.deleted.report_keys
+    );
+    if let Some(why) = rotation.scrub_failed {
+        eprintln!(
+            "anonstats: warning: the deleted rows, the old secret among them, may still be \
+             readable in the database files ({why}); with every collector stopped, run \
+             VACUUM on the database"
+        );
+    }
+    Ok(())
 }
 
 /// Where the data lives.
@@ -155,9 +223,7 @@ impl ServeArgs {
         if let Some(path) = &self.catalog {
             config.catalog = Arc::new(Catalog::from_file(path)?);
         }
-        config.secret = std::env::var("ANONSTATS_SECRET")
-            .ok()
-            .filter(|s| !s.is_empty());
+        config.secret = configured_secret();
         config.workers = self.workers;
         anyhow::ensure!(
             self.queue_capacity > 0,
@@ -228,6 +294,7 @@ pub fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::RotateSecret(args) => rotate_secret(args),
         Command::Bench(args) => crate::bench::run(args),
         Command::BenchBaseline(args) => crate::bench::baseline::run(args),
         Command::BenchDrive(args) => crate::bench::drive(args),

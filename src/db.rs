@@ -337,6 +337,11 @@ impl Manager {
             }
             Backend::Sqlite => {
                 let path = sqlite_path(&self.url);
+                if let Some(file) = sqlite_file(&self.url).filter(|_| sqlite_may_create(&self.url))
+                {
+                    // Failing here is left to SQLite to report as it opens.
+                    let _ = create_private(&file);
+                }
                 let mut conn = SqliteConnection::establish(path)?;
                 // Checkpoints every 16,384 WAL pages (64 MiB) instead of
                 // SQLite's 1,000: with one commit per batch the default
@@ -373,6 +378,54 @@ impl ManageConnection for Manager {
     fn has_broken(&self, conn: &mut DbConn) -> bool {
         r2d2::R2D2Connection::is_broken(conn)
     }
+}
+
+/// Permission bits of every SQLite file anonstats creates: the database
+/// holds pseudonyms, and the generated secret unless `ANONSTATS_SECRET` is
+/// set.
+pub const SQLITE_FILE_MODE: u32 = 0o600;
+
+/// Creates the SQLite database file, readable and writable by its owner
+/// only, if it does not exist yet; an existing file, whatever its mode,
+/// is the operator's choice and is left alone.
+///
+/// Creating the file before SQLite opens it is enough for its companions
+/// too: SQLite's unix VFS gives the `-wal`, `-shm` and `-journal` files it
+/// creates the database file's permission bits, whatever the umask. That
+/// avoids changing the process umask (which would affect every thread and
+/// every file, including the opt-in file and logs) and avoids a window in
+/// which a `-wal` created world-readable would wait to be chmod-ed.
+/// `create_new` makes two processes creating the same file at once safe:
+/// the loser finds it there.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(SQLITE_FILE_MODE)
+        .open(path)
+    {
+        // The umask may have taken bits away, never added any; setting the
+        // mode again makes it exactly owner read-write.
+        Ok(file) => file.set_permissions(std::fs::Permissions::from_mode(SQLITE_FILE_MODE)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether SQLite would create the database file of `url` if it were
+/// missing: a `file:` URI does only without `mode=` or with `mode=rwc`, so
+/// that a read-only or read-write-only URI still fails on a missing file.
+fn sqlite_may_create(url: &str) -> bool {
+    let Some(uri) = url.strip_prefix("file:") else {
+        return true;
+    };
+    let query = uri.split_once('?').map_or("", |(_, q)| q);
+    let query = query.split('#').next().unwrap_or(query);
+    query
+        .split('&')
+        .filter_map(|p| p.strip_prefix("mode="))
+        .all(|mode| mode == "rwc")
 }
 
 /// Adds a short connect timeout unless the URL sets one, so that a database
@@ -623,6 +676,31 @@ mod tests {
             check("postgres://h/db", Need::Existing),
             Ok(Backend::Postgres)
         );
+    }
+
+    #[test]
+    fn a_created_database_is_private_and_an_existing_one_keeps_its_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let new = dir.path().join("new.db");
+        create_private(&new).unwrap();
+        assert_eq!(mode(&new), 0o600);
+        let existing = dir.path().join("existing.db");
+        std::fs::write(&existing, b"").unwrap();
+        std::fs::set_permissions(&existing, std::fs::Permissions::from_mode(0o640)).unwrap();
+        create_private(&existing).unwrap();
+        assert_eq!(mode(&existing), 0o640);
+    }
+
+    #[test]
+    fn only_uris_that_let_sqlite_create_the_file_create_it() {
+        assert!(sqlite_may_create("anonstats.db"));
+        assert!(sqlite_may_create("sqlite://anonstats.db"));
+        assert!(sqlite_may_create("file:a.db"));
+        assert!(sqlite_may_create("file:a.db?mode=rwc&cache=shared"));
+        assert!(!sqlite_may_create("file:a.db?mode=ro"));
+        assert!(!sqlite_may_create("file:a.db?mode=rw"));
     }
 
     #[test]

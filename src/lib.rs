@@ -22,6 +22,7 @@ pub mod reporting;
 pub mod retention;
 pub mod routes;
 pub mod schema;
+pub mod secret;
 pub mod simulate;
 pub mod startup;
 pub mod store;

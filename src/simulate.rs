@@ -206,7 +206,7 @@ fn into_database(args: &SimulateArgs, url: &str, seed: u64) -> anyhow::Result<()
     let secret = std::env::var("ANONSTATS_SECRET")
         .ok()
         .filter(|s| !s.is_empty());
-    let pseudonymizer = startup::load_pseudonymizer(secret.as_deref(), &pool)?;
+    let pseudonymizer = startup::load_pseudonymizer(secret.as_deref(), &pool, url)?;
     let mut conn = pool.get().context("cannot connect to database")?;
     let marked = store::get_setting(&mut conn, store::SYNTHETIC_SETTING)?;
     anyhow::ensure!(

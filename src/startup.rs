@@ -13,7 +13,7 @@ use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 
 use crate::access::{self, Access};
-use crate::anonymize::{self, Pseudonymizer, Record, MIN_SECRET_CHARS};
+use crate::anonymize::{self, Pseudonymizer, Record};
 use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::config::Config;
@@ -24,6 +24,7 @@ use crate::ratelimit::{Cidr, InstanceLimiter, RateLimiter, KEY_ROTATION};
 use crate::reporting;
 use crate::retention::Pruner;
 use crate::routes;
+use crate::secret;
 use crate::store;
 use crate::validation::Report;
 
@@ -90,23 +91,28 @@ pub fn prepare_database(url: &str, pool_size: u32) -> anyhow::Result<Pool> {
 
 /// The pseudonymiser of the configured secret, or of the one kept in the
 /// database (generated on first start), so that every process writing to
-/// one database hashes an install's id alike.
-pub fn load_pseudonymizer(secret: Option<&str>, pool: &Pool) -> anyhow::Result<Pseudonymizer> {
-    if let Some(s) = secret {
-        anyhow::ensure!(
-            s.chars().count() >= MIN_SECRET_CHARS,
-            "ANONSTATS_SECRET must be at least {MIN_SECRET_CHARS} characters"
+/// one database hashes an install's id alike. Refuses a secret other than
+/// the one the stored pseudonyms were made with (see [`secret::load`]).
+pub fn load_pseudonymizer(
+    secret: Option<&str>,
+    pool: &Pool,
+    database_url: &str,
+) -> anyhow::Result<Pseudonymizer> {
+    let database = db::redact_url(database_url);
+    let mut conn = pool
+        .get()
+        .with_context(|| format!("cannot connect to database {database}"))?;
+    let loaded = secret::load(&mut conn, secret)
+        .with_context(|| format!("refusing to use database {database}"))?;
+    if loaded.generated {
+        tracing::info!(
+            database = %database,
+            setting = store::SECRET_SETTING,
+            "generated a new pseudonymisation secret and kept it in the database's settings \
+             table: a copy of the database or of its backups holds it (see docs/privacy.md)"
         );
-        return Ok(Pseudonymizer::new(s.as_bytes()));
     }
-    let mut conn = pool.get().context("cannot connect to database")?;
-    let secret = store::get_or_insert_setting(
-        &mut conn,
-        store::SECRET_SETTING,
-        &anonymize::generate_secret(),
-    )
-    .context("cannot read or store the pseudonymisation secret")?;
-    Ok(Pseudonymizer::new(secret.as_bytes()))
+    Ok(loaded.pseudonymizer)
 }
 
 /// Maintainer access: the configured token, or the stored one (generated,
@@ -139,7 +145,8 @@ impl Application {
     pub fn build(config: Config) -> anyhow::Result<Application> {
         let pool = prepare_database(&config.database_url, config.pool_size)?;
         let backend = Backend::parse(&config.database_url)?;
-        let pseudonymizer = load_pseudonymizer(config.secret.as_deref(), &pool)?;
+        let pseudonymizer =
+            load_pseudonymizer(config.secret.as_deref(), &pool, &config.database_url)?;
         let (access, new_token) = load_access(&config, &pool)?;
         let (ingest, writer) = ingest::start(pool.clone(), config.writer.clone());
         let limits = &config.limits;

@@ -36,6 +36,11 @@ const CHUNK_ROWS: usize = 1000;
 /// Name of the setting holding the generated pseudonymisation secret.
 pub const SECRET_SETTING: &str = "pseudonym_secret";
 
+/// Name of the setting holding a keyed fingerprint of `ANONSTATS_SECRET`
+/// (never the secret), recording that the database's pseudonyms were made
+/// with it.
+pub const FINGERPRINT_SETTING: &str = "pseudonym_secret_fingerprint";
+
 /// Name of the setting that marks a database holding synthetic demo data
 /// (`anonstats simulate --database`); its value is the day it was first
 /// written.
@@ -78,6 +83,15 @@ pub fn get_or_insert_setting(conn: &mut DbConn, name: &str, value: &str) -> Quer
         .on_conflict_do_nothing()
         .execute(c))?;
     get_setting(conn, name)?.ok_or(DieselError::NotFound)
+}
+
+/// Deletes a setting; returns whether it was there.
+pub fn delete_setting(conn: &mut DbConn, name: &str) -> QueryResult<bool> {
+    let n = with_conn!(conn, |c| diesel::delete(
+        settings::table.filter(settings::name.eq(name))
+    )
+    .execute(c))?;
+    Ok(n > 0)
 }
 
 /// Whether any report was ever counted (one row of `daily_events`).
@@ -1265,6 +1279,114 @@ fn prune_instances(
         };
     }
     Ok(deleted)
+}
+
+/// The rows that hold pseudonyms, or aggregates that only pseudonyms keep
+/// consistent: what rotating the secret deletes.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pseudonyms {
+    /// Instance snapshots (`instances`).
+    pub instances: u64,
+    /// Dedupe keys (`seen_reports`).
+    pub report_keys: u64,
+    /// Rows of the aggregates of instance values and counters.
+    pub aggregate_rows: u64,
+}
+
+/// Whether any pseudonym is stored: an instance snapshot or a dedupe key.
+pub fn has_pseudonyms(conn: &mut DbConn) -> QueryResult<bool> {
+    let instances = with_conn!(&mut *conn, |c| diesel::select(diesel::dsl::exists(
+        instances::table.select(instances::product)
+    ))
+    .get_result::<bool>(c))?;
+    if instances {
+        return Ok(true);
+    }
+    with_conn!(conn, |c| diesel::select(diesel::dsl::exists(
+        seen_reports::table.select(seen_reports::day)
+    ))
+    .get_result::<bool>(c))
+}
+
+/// Counts what [`replace_secret`] would delete.
+pub fn count_pseudonyms(conn: &mut DbConn) -> QueryResult<Pseudonyms> {
+    let count = |conn: &mut DbConn, table: &str| -> QueryResult<u64> {
+        #[derive(QueryableByName)]
+        struct N {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let n = diesel::sql_query(format!("SELECT COUNT(*) AS n FROM {table}"))
+            .get_result::<N>(conn)?
+            .n;
+        Ok(n as u64)
+    };
+    Ok(Pseudonyms {
+        instances: count(conn, "instances")?,
+        report_keys: count(conn, "seen_reports")?,
+        aggregate_rows: count(conn, "instance_values")?
+            + count(conn, "instance_counters")?
+            + count(conn, "instance_value_totals")?
+            + count(conn, "instance_counter_totals")?,
+    })
+}
+
+/// Rotates the pseudonymisation secret in one transaction: deletes every
+/// instance snapshot, the aggregates built from them and every dedupe key
+/// (none of them could be linked to a new pseudonym), deletes the stored
+/// secret and fingerprint, and stores `setting` (name, value) in their
+/// place. Daily event counts hold no pseudonym and stay. Either all of it
+/// happens or none.
+pub fn replace_secret(conn: &mut DbConn, setting: (&str, &str)) -> QueryResult<Pseudonyms> {
+    let run = |conn: &mut DbConn| -> QueryResult<Pseudonyms> {
+        let mut deleted = Pseudonyms {
+            instances: with_conn!(&mut *conn, |c| diesel::delete(instances::table).execute(c))?
+                as u64,
+            report_keys: with_conn!(&mut *conn, |c| diesel::delete(seen_reports::table)
+                .execute(c))? as u64,
+            aggregate_rows: 0,
+        };
+        deleted.aggregate_rows =
+            (with_conn!(&mut *conn, |c| diesel::delete(instance_values::table)
+                .execute(c))?
+                + with_conn!(&mut *conn, |c| diesel::delete(instance_counters::table)
+                    .execute(c))?
+                + with_conn!(&mut *conn, |c| diesel::delete(instance_value_totals::table)
+                    .execute(c))?
+                + with_conn!(&mut *conn, |c| diesel::delete(
+                    instance_counter_totals::table
+                )
+                .execute(c))?) as u64;
+        with_conn!(&mut *conn, |c| diesel::delete(settings::table.filter(
+            settings::name.eq_any([SECRET_SETTING, FINGERPRINT_SETTING])
+        ))
+        .execute(c))?;
+        with_conn!(&mut *conn, |c| diesel::insert_into(settings::table)
+            .values((settings::name.eq(setting.0), settings::value.eq(setting.1)))
+            .execute(c))?;
+        Ok(deleted)
+    };
+    // On SQLite the first statement is a write, so the transaction takes the
+    // write lock at once (waiting out a writer) and cannot fail later for
+    // having read an old snapshot.
+    conn.transaction(run)
+}
+
+/// After [`replace_secret`]: makes the deleted rows, the old secret among
+/// them, unrecoverable from the database files. SQLite leaves deleted
+/// content in free pages and in the WAL: `VACUUM` rebuilds the file and a
+/// truncating checkpoint empties the WAL. PostgreSQL leaves dead tuples in
+/// place until they are vacuumed: `VACUUM FULL` rewrites the tables (they
+/// are small or empty by then). Needs no other connection to the database.
+pub fn scrub_deleted(conn: &mut DbConn) -> QueryResult<()> {
+    use diesel::connection::SimpleConnection;
+    match conn {
+        DbConn::Sqlite(c) => c.batch_execute("VACUUM; PRAGMA wal_checkpoint(TRUNCATE);"),
+        DbConn::Pg(c) => c.batch_execute(
+            "VACUUM FULL settings, instances, seen_reports, instance_values, \
+             instance_counters, instance_value_totals, instance_counter_totals",
+        ),
+    }
 }
 
 #[cfg(test)]

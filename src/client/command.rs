@@ -47,10 +47,10 @@ pub struct SendArgs {
     #[arg(long, conflicts_with_all = ["dry_run", "explain"])]
     pub forget: bool,
 
-    /// Print on stdout the exact JSON that would be sent, and send nothing.
+    /// Print on stdout the exact JSON that would be sent; no connection is made.
     #[arg(long, conflicts_with = "explain")]
     pub dry_run: bool,
-    /// Explain field by field what would be sent and why it cannot identify anyone; send nothing.
+    /// Explain field by field what would be sent and why it cannot identify anyone; no connection is made.
     #[arg(long)]
     pub explain: bool,
 
@@ -79,7 +79,9 @@ pub struct SendArgs {
     /// attributes, counters and features; flags override it.
     #[arg(long, value_name = "FILE")]
     pub from_file: Option<PathBuf>,
-    /// Check against this catalog file instead of the collector's GET /api/v1/catalog.
+    /// Check against this catalog file instead of the collector's GET
+    /// /api/v1/catalog when sending, or the built-in catalog with
+    /// --dry-run and --explain (which never connect).
     #[arg(long, value_name = "FILE")]
     pub catalog: Option<PathBuf>,
     /// Report id to use instead of a fresh one (to resend a report without
@@ -122,10 +124,6 @@ fn note(s: &str) {
 }
 
 fn client(args: &SendArgs, choice: &OptIn) -> (Client, String) {
-    client_with(args, choice, args.retries)
-}
-
-fn client_with(args: &SendArgs, choice: &OptIn, retries: u32) -> (Client, String) {
     let url = args
         .collector
         .clone()
@@ -133,7 +131,7 @@ fn client_with(args: &SendArgs, choice: &OptIn, retries: u32) -> (Client, String
         .unwrap_or_else(|| DEFAULT_COLLECTOR.to_owned());
     let options = Options {
         timeout: Duration::from_secs(args.timeout.max(1)),
-        retries,
+        retries: args.retries,
         on_retry: Some(Arc::new(|s: &str| note(s))),
         ..Options::default()
     };
@@ -207,23 +205,27 @@ fn send(args: &SendArgs, path: &Path) -> anyhow::Result<()> {
         return Ok(());
     }
     let draft = draft(args)?;
-    // A preview falls back to the built-in catalog at once rather than
-    // making a person wait through retries.
-    let (client, url) = client_with(args, &choice, if preview { 0 } else { args.retries });
-    let catalog = match &args.catalog {
-        Some(file) => Catalog::from_file(file)?,
-        None => match client.fetch_catalog() {
-            Ok(c) => c,
-            Err(e) if preview => {
-                note(&format!(
-                    "cannot fetch the catalog from {url} ({e}); checking against the built-in catalog"
-                ));
+    let catalog = if preview {
+        // A preview is what an administrator looks at before agreeing:
+        // asking the collector for its catalog would already hand it the
+        // install's address (and resolve its host name) without consent.
+        match &args.catalog {
+            Some(file) => Catalog::from_file(file)?,
+            None => {
+                note("checked against the catalog built into this binary (give the collector's with --catalog FILE); nothing was sent and no connection was made");
                 Catalog::builtin()
             }
-            Err(e) => {
-                return Err(e).with_context(|| format!("cannot fetch the catalog from {url}"))
+        }
+    } else {
+        match &args.catalog {
+            Some(file) => Catalog::from_file(file)?,
+            None => {
+                let (client, url) = client(args, &choice);
+                client
+                    .fetch_catalog()
+                    .with_context(|| format!("cannot fetch the catalog from {url}"))?
             }
-        },
+        }
     };
     if preview && choice.instance_id.is_none() {
         note("no instance id yet: `--opt-in` generates one, and reports then carry it");
@@ -260,6 +262,7 @@ fn send(args: &SendArgs, path: &Path) -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    let (client, url) = client(args, &choice);
     match client
         .send_report(&body)
         .with_context(|| format!("collector {url}"))?

@@ -180,7 +180,11 @@ async fn stored_values_are_closed_vocabulary_and_days(db: TestDb) {
         let ok = match (table.as_str(), column.as_str()) {
             ("instances", "state") => state_is_closed(&value, &allowed),
             (_, "instance_hash" | "report_hash") => is_hash(&value),
-            ("settings", "name") => value == anonstats::store::SECRET_SETTING,
+            ("settings", "name") => [
+                anonstats::store::SECRET_SETTING,
+                anonstats::store::FINGERPRINT_SETTING,
+            ]
+            .contains(&value.as_str()),
             ("settings", "value") => is_hash(&value),
             (_, "day" | "first_seen" | "last_seen") => is_day(&value),
             (_, "version" | "previous_version" | "value") => {

@@ -199,6 +199,29 @@ final class ClientTest extends TestCase
         self::assertNotSame($client->preview($report), $client->preview($report), 'a fresh report id every time');
     }
 
+    public function testPreviewNeverConnectsEvenToAListeningCollector(): void
+    {
+        $server = stream_socket_server('tcp://127.0.0.1:0', $errno, $error);
+        self::assertNotFalse($server, "cannot listen: {$error}");
+        $url = 'http://' . stream_socket_get_name($server, false);
+        $report = Report::install('passbolt', '4.10.1')->withCounter('users', 3);
+        $path = $this->dir->file('anonymous_statistics.php');
+        try {
+            // The real transport: a connection attempt would reach $server.
+            $client = new Client($path, new Options(collector: $url, checkCatalog: true));
+            $before = json_decode($client->preview($report), true);
+            $client->optIn($url);
+            $after = json_decode($client->preview($report), true);
+
+            self::assertArrayNotHasKey('instance_id', $before);
+            self::assertSame($client->optInState()->instanceId, $after['instance_id']);
+            self::assertSame(3, $after['counters']['users']);
+            self::assertFalse(@stream_socket_accept($server, 1.0), 'preview() and optIn() connect to nothing');
+        } finally {
+            fclose($server);
+        }
+    }
+
     public function testForgetWithoutAnIdAsksNothing(): void
     {
         $transport = self::transport([new Response(202, '{}')]);
