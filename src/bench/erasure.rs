@@ -50,7 +50,11 @@ struct Figures {
 pub fn run(args: ErasureArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.count > 0, "--count must be positive");
     let work = WorkDir::new(args.work_dir.clone())?;
-    let sqlite = work.path().join("{label}.db").to_string_lossy().into_owned();
+    let sqlite = work
+        .path()
+        .join("{label}.db")
+        .to_string_lossy()
+        .into_owned();
     let mut rows = Vec::new();
     for (backend, server) in [
         ("sqlite", Some(sqlite)),
@@ -65,7 +69,10 @@ pub fn run(args: ErasureArgs) -> anyhow::Result<()> {
         let figures = measure(&db.url, &log, &args).with_context(|| format!("{backend}"))?;
         rows.push((backend, figures));
     }
-    println!("erasure latency over HTTP, {} of each kind, interleaved", args.count);
+    println!(
+        "erasure latency over HTTP, {} of each kind, interleaved",
+        args.count
+    );
     println!("backend   kind     p50 ms   p99 ms   max ms");
     for (backend, f) in &rows {
         for (kind, p) in [("stored", f.stored), ("unknown", f.unknown)] {
@@ -139,7 +146,12 @@ fn measure(url: &str, log: &std::path::Path, args: &ErasureArgs) -> anyhow::Resu
         let erase = |id: uuid::Uuid| {
             let body = json!({"product": "passbolt", "instance_id": id}).to_string();
             let mut out = Vec::new();
-            http::post("/api/v1/erasures", "application/json", body.as_bytes(), &mut out);
+            http::post(
+                "/api/v1/erasures",
+                "application/json",
+                body.as_bytes(),
+                &mut out,
+            );
             out
         };
         for _ in 0..args.warmup {
