@@ -59,6 +59,24 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Row count and sums of every aggregate table.
+fn aggregates(db: &TestDb) -> Vec<i64> {
+    let mut out = Vec::new();
+    for (table, columns) in [
+        ("instance_values", "instances"),
+        ("instance_value_totals", "instances"),
+        ("instance_counters", "instances + total"),
+        ("instance_counter_totals", "instances + total"),
+    ] {
+        out.push(db.count(table));
+        out.push(total(
+            db,
+            &format!("SELECT CAST(COALESCE(SUM({columns}), 0) AS BIGINT) AS n FROM {table}"),
+        ));
+    }
+    out
+}
+
 /// Rows of `instances` holding this pseudonym.
 fn rows_of(db: &TestDb, hash: &[u8]) -> i64 {
     let literal = match db.backend {
@@ -177,8 +195,14 @@ async fn erasure_answers_the_same_whether_or_not_anything_was_stored(db: TestDb)
     assert_eq!(app.post_report(&report).await.status, 202);
     assert_eq!(app.post_report(&other).await.status, 202);
 
+    let before = aggregates(&app.db);
     let unknown = erase(&app, &json!({"instance_id": uuid::Uuid::new_v4()})).await;
     assert_eq!(app.db.count("instances"), 2, "an unknown id erases nothing");
+    assert_eq!(
+        aggregates(&app.db),
+        before,
+        "an unknown id changes no aggregate (its work adds zero)"
+    );
     let known = erase(
         &app,
         &json!({"product": "passbolt", "instance_id": id.to_uppercase()}),
