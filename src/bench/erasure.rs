@@ -66,7 +66,7 @@ pub fn run(args: ErasureArgs) -> anyhow::Result<()> {
         };
         let db = FreshDb::create(&server, "erasure")?;
         let log = work.path().join(format!("{backend}-erasure.log"));
-        let figures = measure(&db.url, &log, &args).with_context(|| format!("{backend}"))?;
+        let figures = measure(&db.url, &log, &args).with_context(|| backend.to_owned())?;
         rows.push((backend, figures));
     }
     println!(
