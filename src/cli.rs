@@ -67,6 +67,9 @@ pub enum Command {
     /// One load phase against a running collector (for profiling).
     #[command(hide = true)]
     BenchDrive(crate::bench::DriveArgs),
+    /// Erasure latency, stored against unknown ids (docs/performance.md).
+    #[command(hide = true)]
+    BenchErasure(crate::bench::erasure::ErasureArgs),
 }
 
 /// Flags of `prune`.
@@ -298,5 +301,6 @@ pub fn main() -> anyhow::Result<()> {
         Command::Bench(args) => crate::bench::run(args),
         Command::BenchBaseline(args) => crate::bench::baseline::run(args),
         Command::BenchDrive(args) => crate::bench::drive(args),
+        Command::BenchErasure(args) => crate::bench::erasure::run(args),
     }
 }

@@ -18,6 +18,16 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 pub enum ApiError {
     #[error("the report is invalid")]
     Invalid(Invalid),
+    /// An erasure request body broke a rule; each violation names its field.
+    #[error("the erasure request is invalid")]
+    InvalidErasure(Invalid),
+    /// A retired route; the answer names the one that replaced it.
+    #[error("this route was retired and does nothing; use {replacement}")]
+    Gone {
+        replacement: &'static str,
+        /// Path of the replacement, for the `Link` header.
+        link: &'static str,
+    },
     #[error("the request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("the content type must be {expected}")]
@@ -70,6 +80,8 @@ impl ApiError {
     fn problem_type(&self) -> &'static str {
         match self {
             ApiError::Invalid(_) => "urn:anonstats:problem:invalid-report",
+            ApiError::InvalidErasure(_) => "urn:anonstats:problem:invalid-erasure",
+            ApiError::Gone { .. } => "urn:anonstats:problem:gone",
             ApiError::PayloadTooLarge { .. } => "urn:anonstats:problem:payload-too-large",
             ApiError::UnsupportedMediaType { .. } => "urn:anonstats:problem:unsupported-media-type",
             ApiError::BadBody => "urn:anonstats:problem:bad-body",
@@ -103,7 +115,10 @@ impl ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::Invalid(_) | ApiError::BadBody => StatusCode::BAD_REQUEST,
+            ApiError::Invalid(_) | ApiError::InvalidErasure(_) | ApiError::BadBody => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::Gone { .. } => StatusCode::GONE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Ingest(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -123,13 +138,17 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
         let first = match self {
-            ApiError::Invalid(Invalid(v)) => v.first(),
+            ApiError::Invalid(Invalid(v)) | ApiError::InvalidErasure(Invalid(v)) => v.first(),
             ApiError::BadParameter(v) => Some(v),
             _ => None,
         };
         let detail = match (self, first) {
-            (ApiError::Invalid(_), Some(v)) if v.field.is_empty() => v.detail.clone(),
-            (ApiError::Invalid(_), Some(v)) => format!("{}: {}", v.field, v.detail),
+            (ApiError::Invalid(_) | ApiError::InvalidErasure(_), Some(v)) if v.field.is_empty() => {
+                v.detail.clone()
+            }
+            (ApiError::Invalid(_) | ApiError::InvalidErasure(_), Some(v)) => {
+                format!("{}: {}", v.field, v.detail)
+            }
             _ => self.to_string(),
         };
         let body = Problem {
@@ -143,7 +162,7 @@ impl ResponseError for ApiError {
             },
             rule: first.map(|v| v.rule),
             errors: match self {
-                ApiError::Invalid(Invalid(v)) => Some(v),
+                ApiError::Invalid(Invalid(v)) | ApiError::InvalidErasure(Invalid(v)) => Some(v),
                 _ => None,
             },
         };
@@ -151,6 +170,9 @@ impl ResponseError for ApiError {
         response.insert_header((header::CONTENT_TYPE, PROBLEM_JSON));
         if let ApiError::Unauthorized = self {
             response.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"anonstats stats\""));
+        }
+        if let ApiError::Gone { link, .. } = self {
+            response.insert_header((header::LINK, format!("<{link}>; rel=\"successor-version\"")));
         }
         if let Some(secs) = self.retry_after() {
             response.insert_header((header::RETRY_AFTER, secs.to_string()));

@@ -14,6 +14,7 @@ pub mod client;
 pub mod clock;
 pub mod config;
 pub mod db;
+pub mod erasure;
 pub mod error;
 pub mod ingest;
 pub mod metrics;

@@ -480,6 +480,70 @@ fn optional_object<'a>(
     }
 }
 
+/// A validated erasure request (`POST /api/v1/erasures`).
+#[derive(Debug, Clone)]
+pub struct Erasure {
+    /// The product the install reported as: part of its pseudonym.
+    pub product: String,
+    /// The install's id, hashed like on ingest and never kept in the clear.
+    pub instance_id: Uuid,
+}
+
+const ERASURE_FIELDS: &[&str] = &["product", "instance_id"];
+
+/// Parses and validates an erasure request body: a JSON object with a
+/// required `instance_id` and an optional `product` (default: the catalog's
+/// default product). Unknown fields are refused rather than ignored, so that
+/// a misspelt `product` cannot silently erase under another pseudonym.
+pub fn parse_erasure(body: &[u8], catalog: &Catalog) -> Result<Erasure, Invalid> {
+    let value = parse_strict_json(body)?;
+    let mut c = Checker {
+        violations: Vec::new(),
+    };
+    let Some(obj) = value.as_object() else {
+        return Err(Invalid(vec![Violation::new(
+            &[],
+            "type",
+            "the erasure request must be a JSON object",
+        )]));
+    };
+    for key in obj.keys() {
+        if !ERASURE_FIELDS.contains(&key.as_str()) {
+            c.fail(&[key], "unknown_field", "not a field of an erasure request");
+        }
+    }
+    let instance_id = match optional_uuid(&mut c, obj, "instance_id") {
+        Some(None) => {
+            c.fail(&["instance_id"], "required", "instance_id is required");
+            None
+        }
+        id => id.flatten(),
+    };
+    let product = match obj.get("product") {
+        None | Some(Value::Null) => Some(catalog.default_product().unwrap_or_default().to_owned()),
+        Some(Value::String(p)) if catalog.product(p).is_some() => Some(p.clone()),
+        Some(Value::String(_)) => {
+            c.fail(
+                &["product"],
+                "unknown_product",
+                "product is not in the catalog (see GET /api/v1/catalog)",
+            );
+            None
+        }
+        Some(_) => {
+            c.fail(&["product"], "type", "must be a string");
+            None
+        }
+    };
+    match (product, instance_id) {
+        (Some(product), Some(instance_id)) if c.violations.is_empty() => Ok(Erasure {
+            product,
+            instance_id,
+        }),
+        _ => Err(Invalid(c.violations)),
+    }
+}
+
 /// Only the hyphenated form, so that one id has exactly one spelling (case
 /// aside) and therefore one keyed hash.
 pub fn parse_uuid(s: &str) -> Option<Uuid> {

@@ -14,6 +14,7 @@
 //! ([`load`], [`http`]) runs in this process on a single thread.
 
 pub mod baseline;
+pub mod erasure;
 pub mod generator;
 pub mod http;
 pub mod load;

@@ -152,16 +152,16 @@ impl Client {
         }
     }
 
-    /// Asks the collector to forget an install (`DELETE
-    /// /api/v1/instances/{id}`). The answer is the same whether or not the
-    /// collector had anything stored.
+    /// Asks the collector to forget an install (`POST /api/v1/erasures`,
+    /// the id in the body so that no access log on the way records it). The
+    /// answer is the same whether or not the collector had anything stored.
     pub fn forget(&self, instance_id: &Uuid, product: Option<&str>) -> Result<(), SendError> {
-        let mut path = format!("/api/v1/instances/{}", instance_id.hyphenated());
+        let mut body = serde_json::json!({"instance_id": instance_id.hyphenated().to_string()});
         if let Some(p) = product {
-            // Catalog product names are [a-z0-9_]: nothing to escape.
-            path.push_str(&format!("?product={p}"));
+            body["product"] = Value::from(p);
         }
-        let answer = self.request("DELETE", &path, None)?;
+        let body = serde_json::to_vec(&body).expect("a JSON object serialises");
+        let answer = self.request("POST", "/api/v1/erasures", Some(&body))?;
         match answer.status {
             200..=299 => Ok(()),
             status => Err(refused(status, &answer.body)),
@@ -240,11 +240,6 @@ impl Client {
                 .header("Content-Type", "application/json")
                 .header("Accept", "application/json")
                 .send(b),
-            ("DELETE", _) => self
-                .agent
-                .delete(url)
-                .header("Accept", "application/json")
-                .call(),
             _ => self
                 .agent
                 .get(url)

@@ -371,22 +371,38 @@ pub fn event_totals(
     }))
 }
 
-/// A value that changes whenever reports are stored: the reports counted on
-/// `since` and later, and the number of such rows. Every write adds reports
-/// to `daily_events` on the day it is stored, so with `since` = yesterday
-/// (a collector's clock may lag across midnight) any write changes it.
-pub fn change_marker(conn: &mut DbConn, since: NaiveDate) -> QueryResult<(i64, i64)> {
+/// A value that changes whenever reports are stored or an install is
+/// erased: the reports counted on `since` and later, the number of such
+/// rows, and the erasure counter ([`store::ERASURES_SETTING`]). Every write
+/// adds reports to `daily_events` on the day it is stored, so with `since` =
+/// yesterday (a collector's clock may lag across midnight) any write changes
+/// it; an erasure can take out an install last seen long ago, so it is
+/// counted apart.
+///
+/// [`store::ERASURES_SETTING`]: crate::store::ERASURES_SETTING
+pub fn change_marker(conn: &mut DbConn, since: NaiveDate) -> QueryResult<(i64, i64, i64)> {
     #[derive(QueryableByName)]
     struct Marker {
         #[diesel(sql_type = BigInt)]
         reports: i64,
         #[diesel(sql_type = BigInt)]
         keys: i64,
+        #[diesel(sql_type = BigInt)]
+        erasures: i64,
     }
-    let sql = "SELECT CAST(COALESCE(SUM(reports), 0) AS BIGINT) AS reports, \
-               CAST(COUNT(*) AS BIGINT) AS keys FROM daily_events WHERE day >= ?";
-    let rows = load!(conn, sql, Marker, |q| q.bind::<Date, _>(since))?;
-    Ok(rows.first().map(|m| (m.reports, m.keys)).unwrap_or((0, 0)))
+    let sql = format!(
+        "SELECT CAST(COALESCE(SUM(reports), 0) AS BIGINT) AS reports, \
+         CAST(COUNT(*) AS BIGINT) AS keys, \
+         CAST(COALESCE((SELECT CAST(value AS BIGINT) FROM settings WHERE name = '{}'), 0) \
+         AS BIGINT) AS erasures \
+         FROM daily_events WHERE day >= ?",
+        crate::store::ERASURES_SETTING
+    );
+    let rows = load!(conn, &sql, Marker, |q| q.bind::<Date, _>(since))?;
+    Ok(rows
+        .first()
+        .map(|m| (m.reports, m.keys, m.erasures))
+        .unwrap_or((0, 0, 0)))
 }
 
 /// Reports of one upgrade path.

@@ -4,8 +4,8 @@
 mod auth;
 mod catalog;
 mod dashboard;
+mod erasures;
 mod health;
-mod instances;
 mod metrics;
 mod openapi;
 pub(crate) mod reports;
@@ -38,8 +38,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/signin", web::get().to(dashboard::sign_in_link))
     .route("/signout", web::post().to(dashboard::sign_out))
     .service(
+        web::resource(erasures::ERASURES_PATH)
+            .route(web::post().to(erasures::post_erasure))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
         web::resource("/api/v1/instances/{instance_id}")
-            .route(web::delete().to(instances::delete_instance))
+            .route(web::delete().to(erasures::retired_delete_instance))
             .default_service(web::to(method_not_allowed)),
     )
     .route("/healthz", web::get().to(health::healthz))

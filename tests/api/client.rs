@@ -577,3 +577,63 @@ fn write_php(path: &Path, send: &str) {
     )
     .unwrap();
 }
+
+#[test]
+fn forget_posts_the_id_in_the_body_never_in_the_url() {
+    let fake = FakeCollector::start(vec![(
+        202,
+        vec![("Content-Type", "application/json")],
+        r#"{"status":"forgotten"}"#,
+    )]);
+    let dir = ClientDir::new();
+    opt_in_blocking(&dir, &fake.address);
+    let id = dir.read()["instance_id"].as_str().unwrap().to_owned();
+
+    let out = anonstats_blocking(&strings(&[
+        "send",
+        "--config",
+        dir.config(),
+        "--forget",
+        "--product",
+        "passbolt",
+    ]));
+
+    assert!(out.status.success(), "{}", stderr(&out));
+    let posts = fake.posts();
+    assert_eq!(posts.len(), 1);
+    assert_eq!(
+        posts[0].path, "/api/v1/erasures",
+        "the id is not in the URL"
+    );
+    let body: serde_json::Value = serde_json::from_slice(&posts[0].body).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"instance_id": id, "product": "passbolt"})
+    );
+    assert!(dir.read().get("instance_id").is_none());
+}
+
+#[test]
+fn a_collector_refusing_the_erasure_keeps_the_id_for_another_try() {
+    // What a collector that retired the route answers: the erasure did not
+    // happen, and the client must say so.
+    let fake = FakeCollector::start(vec![(
+        410,
+        vec![("Content-Type", "application/problem+json")],
+        r#"{"type":"urn:anonstats:problem:gone","title":"Gone","status":410,"detail":"this route was retired"}"#,
+    )]);
+    let dir = ClientDir::new();
+    opt_in_blocking(&dir, &fake.address);
+    let before = dir.read();
+
+    let out = anonstats_blocking(&strings(&["send", "--config", dir.config(), "--forget"]));
+
+    assert!(!out.status.success(), "a refused erasure is a failure");
+    assert!(
+        stderr(&out).contains("not asked to forget"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(fake.posts().len(), 1, "a 410 is final");
+    assert_eq!(dir.read(), before, "the id is kept for another try");
+}

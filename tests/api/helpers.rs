@@ -138,6 +138,16 @@ impl TestDb {
     /// A fresh PostgreSQL database, if a server is configured.
     pub fn postgres() -> Option<TestDb> {
         let admin_url = std::env::var(POSTGRES_ENV).ok().filter(|s| !s.is_empty())?;
+        // A local test server needs no TLS; without it, no thread of the
+        // test process is inside OpenSSL when the process exits (its exit
+        // handlers then free what such a thread still uses).
+        let admin_url = if admin_url.contains("sslmode=") {
+            admin_url
+        } else if admin_url.contains('?') {
+            format!("{admin_url}&sslmode=disable")
+        } else {
+            format!("{admin_url}?sslmode=disable")
+        };
         let name = format!("anonstats_test_{}", uuid::Uuid::new_v4().simple());
         let mut admin = PgConnection::establish(&admin_url).expect("connect to test PostgreSQL");
         diesel::sql_query(format!("CREATE DATABASE {name}"))
@@ -151,6 +161,11 @@ impl TestDb {
             admin_url: Some(admin_url),
             name,
         })
+    }
+
+    /// The PostgreSQL database's name (empty on SQLite).
+    pub fn database_name(&self) -> &str {
+        &self.name
     }
 
     /// A direct connection for inspecting what was stored.

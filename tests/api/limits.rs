@@ -96,7 +96,7 @@ async fn database_outage_and_full_queue_give_503(db: TestDb) {
         // The database goes away under the collector.
         Backend::Postgres => {
             let admin = std::env::var(POSTGRES_ENV).unwrap();
-            let name = app.db.url.rsplit('/').next().unwrap().to_owned();
+            let name = app.db.database_name().to_owned();
             drop(blocker);
             let mut admin = anonstats::db::Manager::new(&admin).establish().unwrap();
             admin
@@ -152,7 +152,7 @@ async fn database_outage_and_full_queue_give_503(db: TestDb) {
     match app.db.backend {
         Backend::Sqlite => blocker.batch_execute("ROLLBACK").unwrap(),
         Backend::Postgres => {
-            let name = app.db.url.rsplit('/').next().unwrap().to_owned();
+            let name = app.db.database_name().to_owned();
             blocker
                 .batch_execute(&format!("ALTER DATABASE {name}_gone RENAME TO {name}"))
                 .unwrap();

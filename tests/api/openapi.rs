@@ -33,6 +33,7 @@ const SERVED: &[(&str, &str)] = &[
     ("get", "/api/v1/stats/counters"),
     ("get", "/api/v1/stats/features"),
     ("get", "/api/v1/stats/upgrades"),
+    ("post", "/api/v1/erasures"),
     ("delete", "/api/v1/instances/{instance_id}"),
     ("get", "/healthz"),
     ("get", "/readyz"),
@@ -523,7 +524,7 @@ fn take_database_away(db: &TestDb) -> anonstats::db::DbConn {
             blocker
         }
         Backend::Postgres => {
-            let name = db.url.rsplit('/').next().unwrap().to_owned();
+            let name = db.database_name().to_owned();
             let admin = std::env::var(POSTGRES_ENV).unwrap();
             let mut admin = anonstats::db::Manager::new(&admin).establish().unwrap();
             // The collector may reconnect between the two statements.
@@ -546,7 +547,7 @@ fn bring_database_back(db: &TestDb, mut blocker: anonstats::db::DbConn) {
     match db.backend {
         Backend::Sqlite => blocker.batch_execute("ROLLBACK").unwrap(),
         Backend::Postgres => {
-            let name = db.url.rsplit('/').next().unwrap().to_owned();
+            let name = db.database_name().to_owned();
             blocker
                 .batch_execute(&format!("ALTER DATABASE {name}_gone RENAME TO {name}"))
                 .unwrap();
@@ -681,25 +682,78 @@ async fn every_documented_status_is_reached_and_matches_its_schema(db: TestDb) {
         r,
     );
 
-    let route = "/api/v1/instances/{instance_id}";
+    let route = "/api/v1/erasures";
     let id = report["instance_id"].as_str().unwrap();
+    let unknown_id = uuid::Uuid::new_v4().to_string();
+    for (what, content_type, body) in [
+        (
+            "stored instance",
+            "application/json",
+            json!({"instance_id": id}).to_string(),
+        ),
+        (
+            "unknown instance",
+            "application/json",
+            json!({"product": "passbolt", "instance_id": unknown_id}).to_string(),
+        ),
+        (
+            "malformed id",
+            "application/json",
+            json!({"instance_id": "not-a-uuid"}).to_string(),
+        ),
+        (
+            "unknown product",
+            "application/json",
+            json!({"instance_id": id, "product": "nope"}).to_string(),
+        ),
+        (
+            "unknown field",
+            "application/json",
+            json!({"instance_id": id, "colour": "blue"}).to_string(),
+        ),
+        (
+            "not JSON",
+            "application/json",
+            "{\"instance_id\":".to_owned(),
+        ),
+        (
+            "wrong media type",
+            "text/plain",
+            json!({"instance_id": id}).to_string(),
+        ),
+    ] {
+        let r = request(
+            &app,
+            "post",
+            route,
+            &[],
+            Some((content_type, body.into_bytes())),
+        )
+        .await;
+        seen.add("post", route, what, r);
+    }
+    let big = format!(
+        "{{\"instance_id\":\"{id}\",\"pad\":\"{}\"}}",
+        "x".repeat(70_000)
+    );
+    let r = raw(
+        &app,
+        [127, 0, 0, 1],
+        raw_request(route, "application/json", big.len(), &big),
+    )
+    .await;
+    seen.add("post", route, "over 64 KiB", r);
+    let retired = "/api/v1/instances/{instance_id}";
     for (what, path) in [
         ("stored instance", format!("/api/v1/instances/{id}")),
         (
             "unknown instance",
-            format!(
-                "/api/v1/instances/{}?product=passbolt",
-                uuid::Uuid::new_v4()
-            ),
+            format!("/api/v1/instances/{unknown_id}?product=passbolt"),
         ),
         ("malformed id", "/api/v1/instances/not-a-uuid".to_owned()),
-        (
-            "unknown product",
-            format!("/api/v1/instances/{id}?product=nope"),
-        ),
     ] {
         let r = request(&app, "delete", &path, &[], None).await;
-        seen.add("delete", route, what, r);
+        seen.add("delete", retired, what, r);
     }
 
     for (route, path) in [
@@ -731,13 +785,16 @@ async fn every_documented_status_is_reached_and_matches_its_schema(db: TestDb) {
     }
     let r = request(
         &app,
-        "delete",
-        &format!("/api/v1/instances/{id}"),
+        "post",
+        route,
         &[],
-        None,
+        Some((
+            "application/json",
+            json!({"instance_id": id}).to_string().into_bytes(),
+        )),
     )
     .await;
-    seen.add("delete", route, "instances unreadable", r);
+    seen.add("post", route, "instances unreadable", r);
     app.stop().await;
 
     // Abuse limits: one report a minute per source, one per instance a day.
@@ -857,6 +914,7 @@ async fn every_documented_status_is_reached_and_matches_its_schema(db: TestDb) {
     for (route, content_type) in [
         ("/api/v1/reports", "application/json"),
         ("/statistics/install.json", FORM),
+        ("/api/v1/erasures", "application/json"),
     ] {
         let r = raw(
             &app,
@@ -975,6 +1033,39 @@ async fn request_schemas_agree_with_the_server(db: TestDb) {
         let server = reply.status == 202;
         assert!(server || reply.status == 400, "{case}: {}", reply.text());
         let schema = contract.validate(v1, &case);
+        assert_eq!(
+            server,
+            schema.is_ok(),
+            "{case}: server {} {}, schema {schema:?}",
+            reply.status,
+            reply.text()
+        );
+    }
+
+    let erasure = "#/paths/~1api~1v1~1erasures/post/requestBody/content/application~1json/schema";
+    let id = uuid::Uuid::new_v4().to_string();
+    for case in [
+        json!({"instance_id": id}),
+        json!({"instance_id": id.to_uppercase(), "product": "passbolt"}),
+        json!({"instance_id": id, "product": null}),
+        json!({"instance_id": null}),
+        json!({"product": "passbolt"}),
+        json!({"instance_id": id.replace('-', "")}),
+        json!({"instance_id": 7}),
+        json!({"instance_id": id, "product": 7}),
+        json!({"instance_id": id, "colour": "blue"}),
+        json!([id]),
+    ] {
+        let reply = app
+            .post(
+                "/api/v1/erasures",
+                "application/json",
+                case.to_string().into_bytes(),
+            )
+            .await;
+        let server = reply.status == 202;
+        assert!(server || reply.status == 400, "{case}: {}", reply.text());
+        let schema = contract.validate(erasure, &case);
         assert_eq!(
             server,
             schema.is_ok(),

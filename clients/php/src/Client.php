@@ -224,7 +224,7 @@ final class Client
 
     /**
      * Asks the collector to erase what it stores about this install
-     * (`DELETE /api/v1/instances/{instance_id}`). When the collector
+     * (`POST /api/v1/erasures`, the id in the body). When the collector
      * confirms, the opt-in file is rewritten opted out and without the
      * instance id, so that a later opt-in gets a new id nothing links to
      * the old one. When the collector cannot be reached, the file is left

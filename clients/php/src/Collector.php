@@ -82,9 +82,10 @@ final class Collector
     }
 
     /**
-     * Asks the collector to forget an install: `DELETE
-     * /api/v1/instances/{id}`, with `?product=` when given. The answer is
-     * the same whether or not the collector had anything stored.
+     * Asks the collector to forget an install: `POST /api/v1/erasures` with
+     * the id (and the product, when given) in a JSON body, never in the URL,
+     * where access logs on the way would record it. The answer is the same
+     * whether or not the collector had anything stored.
      *
      * @param string      $instanceId the install's id
      * @param string|null $product    the product it reported as; null is the catalog's first
@@ -97,11 +98,12 @@ final class Collector
         if ($id === null) {
             throw new SendException('the instance id is not a UUID', null, 0);
         }
-        $path = '/api/v1/instances/' . $id;
+        $request = ['instance_id' => $id];
         if ($product !== null) {
-            $path .= '?product=' . rawurlencode($product);
+            $request['product'] = $product;
         }
-        [$answer, $attempts] = $this->request('DELETE', $path, null);
+        $body = json_encode($request, JSON_THROW_ON_ERROR | JSON_UNESCAPED_SLASHES);
+        [$answer, $attempts] = $this->request('POST', '/api/v1/erasures', $body);
         if ($answer->status < 200 || $answer->status > 299) {
             throw self::refused($answer, $attempts);
         }

@@ -14,7 +14,7 @@ interface Transport
     /**
      * Sends one request and returns the answer, whatever its status.
      *
-     * @param string      $method         GET, POST or DELETE
+     * @param string      $method         GET or POST (any other is sent as a custom method)
      * @param string      $url            the full URL
      * @param string|null $body           JSON body (POST), sent as is
      * @param float       $connectTimeout seconds allowed to connect

@@ -222,6 +222,19 @@ final class ClientTest extends TestCase
         }
     }
 
+    public function testForgetWithoutAProductLeavesItToTheCollector(): void
+    {
+        $transport = self::transport([new Response(202, '{"status":"forgotten"}')]);
+        $path = $this->optedIn();
+        $id = (new Client($path))->optInState()->instanceId;
+        $client = new Client($path, new Options(collector: 'http://c.invalid'), $transport);
+        self::assertTrue($client->forget());
+        self::assertSame(
+            ['instance_id' => $id],
+            json_decode((string) $transport->calls[0]['body'], true, 512, JSON_THROW_ON_ERROR),
+        );
+    }
+
     public function testForgetWithoutAnIdAsksNothing(): void
     {
         $transport = self::transport([new Response(202, '{}')]);
@@ -237,9 +250,12 @@ final class ClientTest extends TestCase
         $id = (new Client($path))->optInState()->instanceId;
         $client = new Client($path, new Options(collector: 'http://c.invalid'), $transport);
         self::assertTrue($client->forget('passbolt'));
-        self::assertSame('DELETE', $transport->calls[0]['method']);
-        self::assertSame("http://c.invalid/api/v1/instances/{$id}?product=passbolt", $transport->calls[0]['url']);
-        self::assertNull($transport->calls[0]['body']);
+        self::assertSame('POST', $transport->calls[0]['method']);
+        self::assertSame('http://c.invalid/api/v1/erasures', $transport->calls[0]['url'], 'the id is not in the URL');
+        self::assertSame(
+            ['instance_id' => $id, 'product' => 'passbolt'],
+            json_decode((string) $transport->calls[0]['body'], true, 512, JSON_THROW_ON_ERROR),
+        );
         $state = $client->optInState();
         self::assertFalse($state->send);
         self::assertNull($state->instanceId);

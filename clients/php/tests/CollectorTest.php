@@ -242,8 +242,12 @@ final class CollectorTest extends TestCase
         self::assertSame(1, $collector->summary()['active_instances']);
 
         $client->optOut();
+        $id = (string) $client->optInState()->instanceId;
         self::assertTrue($client->forget('passbolt'), (string) $client->lastError());
         self::assertSame(0, $collector->summary()['active_instances'], 'the install is forgotten');
+        $logs = strtolower($collector->logs());
+        self::assertStringContainsString('/api/v1/erasures', $logs, 'the erasure reached the new route');
+        self::assertStringNotContainsString(strtolower($id), $logs, 'the id is never logged');
         self::assertSame([0, 1], $this->events(), 'the anonymous daily count stays');
         $state = $client->optInState();
         self::assertFalse($state->send);

@@ -119,6 +119,14 @@ final class CollectorProcess
     }
 
     /**
+     * Everything the collector logged so far (JSON lines, at trace level).
+     */
+    public function logs(): string
+    {
+        return (string) file_get_contents($this->log);
+    }
+
+    /**
      * Runs the binary with `$args` and waits for it.
      *
      * @param list<string> $args
@@ -159,6 +167,9 @@ final class CollectorProcess
         foreach (['ANONSTATS_CLIENT_CONFIG', 'ANONSTATS_COLLECTOR', 'ANONSTATS_DATABASE_URL', 'DATABASE_URL', 'ANONSTATS_LOG_FORMAT', 'ANONSTATS_BIND', 'ANONSTATS_CATALOG'] as $name) {
             unset($env[$name]);
         }
+
+        // Every level, so that tests can check what is never logged.
+        $env['RUST_LOG'] = 'trace';
 
         return $env;
     }
