@@ -117,10 +117,39 @@ struct Checker {
 }
 
 impl Checker {
+    fn new() -> Checker {
+        Checker {
+            violations: Vec::new(),
+        }
+    }
+
     fn fail(&mut self, path: &[&str], rule: &'static str, detail: impl Into<String>) {
         if self.violations.len() < MAX_VIOLATIONS {
             self.violations.push(Violation::new(path, rule, detail));
         }
+    }
+
+    /// The JSON object a request must be (`what`, for the message), with
+    /// every key outside `fields` recorded as an unknown field.
+    fn object<'v>(
+        &mut self,
+        value: &'v Value,
+        what: &str,
+        fields: &[&str],
+    ) -> Result<&'v Map<String, Value>, Invalid> {
+        let Some(obj) = value.as_object() else {
+            return Err(Invalid(vec![Violation::new(
+                &[],
+                "type",
+                format!("{what} must be a JSON object"),
+            )]));
+        };
+        for key in obj.keys() {
+            if !fields.contains(&key.as_str()) {
+                self.fail(&[key], "unknown_field", format!("not a field of {what}"));
+            }
+        }
+        Ok(obj)
     }
 }
 
@@ -279,21 +308,8 @@ fn json_error_position(e: &serde_json::Error) -> String {
 
 /// Validates an already parsed v1 report.
 pub fn validate_v1(value: &Value, catalog: &Catalog) -> Result<Report, Invalid> {
-    let mut c = Checker {
-        violations: Vec::new(),
-    };
-    let Some(obj) = value.as_object() else {
-        return Err(Invalid(vec![Violation::new(
-            &[],
-            "type",
-            "the report must be a JSON object",
-        )]));
-    };
-    for key in obj.keys() {
-        if !TOP_LEVEL.contains(&key.as_str()) {
-            c.fail(&[key], "unknown_field", "not a field of report schema v1");
-        }
-    }
+    let mut c = Checker::new();
+    let obj = c.object(value, "a v1 report", TOP_LEVEL)?;
     match obj.get("schema_version") {
         None => c.fail(
             &["schema_version"],
@@ -497,21 +513,8 @@ const ERASURE_FIELDS: &[&str] = &["product", "instance_id"];
 /// a misspelt `product` cannot silently erase under another pseudonym.
 pub fn parse_erasure(body: &[u8], catalog: &Catalog) -> Result<Erasure, Invalid> {
     let value = parse_strict_json(body)?;
-    let mut c = Checker {
-        violations: Vec::new(),
-    };
-    let Some(obj) = value.as_object() else {
-        return Err(Invalid(vec![Violation::new(
-            &[],
-            "type",
-            "the erasure request must be a JSON object",
-        )]));
-    };
-    for key in obj.keys() {
-        if !ERASURE_FIELDS.contains(&key.as_str()) {
-            c.fail(&[key], "unknown_field", "not a field of an erasure request");
-        }
-    }
+    let mut c = Checker::new();
+    let obj = c.object(&value, "an erasure request", ERASURE_FIELDS)?;
     let instance_id = match optional_uuid(&mut c, obj, "instance_id") {
         Some(None) => {
             c.fail(&["instance_id"], "required", "instance_id is required");
@@ -649,9 +652,7 @@ pub fn parse_legacy(body: &[u8], catalog: &Catalog, product: &str) -> Result<Rep
             "body is not application/x-www-form-urlencoded",
         )])
     })?;
-    let mut c = Checker {
-        violations: Vec::new(),
-    };
+    let mut c = Checker::new();
     let Some(def) = catalog.product(product) else {
         return Err(Invalid(vec![Violation::new(
             &["product"],
