@@ -442,16 +442,10 @@ pub fn plan(
             version: Some(releases[current].version.clone()),
             ..state.clone()
         };
-        let body = first
-            .finish(catalog, uuid_from(&mut rng), instance_id)
-            .body();
-        if install_day >= 0 {
-            reports.push(Planned {
-                day: install_day as u32,
-                install,
-                body,
-            });
-        }
+        let report_id = uuid_from(&mut rng);
+        plan_report(&mut reports, install_day, install, || {
+            first.finish(catalog, report_id, instance_id).body()
+        });
         let mut day = install_day;
         let mut next = current + 1;
         while next < releases.len() {
@@ -474,16 +468,10 @@ pub fn plan(
                 previous_version: Some(releases[current].version.clone()),
                 ..state.clone()
             };
-            let body = update
-                .finish(catalog, uuid_from(&mut rng), instance_id)
-                .body();
-            if when >= 0 {
-                reports.push(Planned {
-                    day: when as u32,
-                    install,
-                    body,
-                });
-            }
+            let report_id = uuid_from(&mut rng);
+            plan_report(&mut reports, when, install, || {
+                update.finish(catalog, report_id, instance_id).body()
+            });
             current = target;
             day = when;
             next = target + 1;
@@ -498,6 +486,23 @@ pub fn plan(
         releases: releases.iter().filter(|r| r.day >= 0).count(),
         days: days as u32,
     })
+}
+
+/// Adds a report on simulated `day`, unless that day is before the first:
+/// such reports only shape an install's state.
+fn plan_report(
+    reports: &mut Vec<Planned>,
+    day: i64,
+    install: usize,
+    body: impl FnOnce() -> Vec<u8>,
+) {
+    if let Ok(day) = u32::try_from(day) {
+        reports.push(Planned {
+            day,
+            install,
+            body: body(),
+        });
+    }
 }
 
 fn uuid_from(rng: &mut StdRng) -> Uuid {
