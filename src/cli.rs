@@ -255,6 +255,7 @@ pub fn main() -> anyhow::Result<()> {
             let config = args.config()?;
             actix_web::rt::System::new().block_on(async move {
                 let app = Application::build(config)?;
+                actix_web::rt::spawn(startup::stop_on_signal(app.handle()));
                 app.run_until_stopped().await.context("server failed")
             })
         }

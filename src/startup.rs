@@ -209,7 +209,9 @@ impl Application {
         .client_disconnect_timeout(Duration::from_secs(2))
         .keep_alive(keep_alive)
         .max_connections(per_worker_connections)
-        .workers(workers);
+        .workers(workers)
+        // `stop_on_signal` handles them: actix would force a stop on SIGINT.
+        .disable_signals();
         let server = server.listen(listener)?.run();
         tracing::info!(
             address = %config.bind,
@@ -257,6 +259,30 @@ impl Application {
     }
 }
 
+/// Stops the server on SIGTERM or SIGINT (Ctrl-C) alike: no new connections,
+/// in-flight requests finish within the shutdown timeout, then the writer
+/// commits what was accepted. Only SIGQUIT stops at once.
+/// `serve` runs it beside the server; an embedding process (tests) keeps its
+/// own signal handling.
+pub async fn stop_on_signal(handle: actix_web::dev::ServerHandle) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut quit)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::quit()),
+    ) else {
+        tracing::warn!("cannot listen for signals: stop the collector with SIGKILL");
+        return;
+    };
+    let graceful = tokio::select! {
+        _ = term.recv() => true,
+        _ = int.recv() => true,
+        _ = quit.recv() => false,
+    };
+    tracing::info!(graceful, "stopping on a signal");
+    handle.stop(graceful).await;
+}
+
 /// One line per request: method, route, status, size and duration. Never the
 /// address, the user agent or the raw path (which any client can fill with
 /// anything): the route pattern is logged instead.
@@ -265,7 +291,20 @@ pub(crate) async fn access_log(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
-    let method = req.method().clone();
+    // A method token is the client's to choose: only the standard ones are
+    // logged as such.
+    let method: &'static str = match req.method().as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "PATCH" => "PATCH",
+        "OPTIONS" => "OPTIONS",
+        "CONNECT" => "CONNECT",
+        "TRACE" => "TRACE",
+        _ => "OTHER",
+    };
     let route = req
         .match_pattern()
         .unwrap_or_else(|| "(unmatched)".to_owned());

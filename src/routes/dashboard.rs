@@ -17,6 +17,7 @@ use chrono::Utc;
 
 use super::auth;
 use crate::access::{SESSION_COOKIE, SESSION_LIFETIME};
+use crate::error::ApiError;
 use crate::startup::AppState;
 use crate::store;
 
@@ -99,13 +100,16 @@ pub struct SignIn {
     token: String,
 }
 
-/// `POST /signin`: a correct token gets a session cookie.
+/// `POST /signin`: a correct token gets a session cookie. The body is read
+/// under the request timeout, as every body is.
 pub async fn sign_in(
     req: HttpRequest,
     state: web::Data<AppState>,
-    form: web::Form<SignIn>,
-) -> HttpResponse {
-    start_session(&req, &state, &form.token)
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body = super::reports::read_body(&req, payload, state.request_timeout).await?;
+    let form: SignIn = serde_urlencoded::from_bytes(&body).map_err(|_| ApiError::BadBody)?;
+    Ok(start_session(&req, &state, &form.token))
 }
 
 /// `GET /signin?token=...`: the printed sign-in link. The redirect drops

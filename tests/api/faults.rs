@@ -674,3 +674,60 @@ fn two_collectors_on_one_postgres_keep_exact_totals() {
         assert!(!logs.contains("batch not stored"), "a batch failed: {logs}");
     }
 }
+
+/// A report whose body is still arriving when the signal comes is read to
+/// its end, answered 202 and committed, on SIGINT (Ctrl-C) as on SIGTERM.
+fn an_in_flight_report_is_answered_on(db: TestDb, signal: &str) {
+    let mut collector = CollectorProcess::start(&db, &[], &[]);
+    let body = sample_report().to_string();
+    let (head, tail) = body.split_at(body.len() / 2);
+    let mut stream = TcpStream::connect(("127.0.0.1", collector.port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        stream,
+        "POST /api/v1/reports HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{head}",
+        body.len()
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &collector.child.id().to_string()])
+        .status()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    stream.write_all(tail.as_bytes()).unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    let status = collector.child.wait().unwrap();
+
+    assert!(
+        answer.starts_with("HTTP/1.1 202"),
+        "SIG{signal}: {answer:?}"
+    );
+    assert!(status.success(), "SIG{signal}: clean exit {status:?}");
+    assert_eq!(db.reports("1 = 1"), 1, "SIG{signal}: the report is stored");
+    assert!(collector.logs().contains("anonstats collector stopped"));
+}
+
+#[test]
+fn an_in_flight_report_is_answered_on_sigint_and_sigterm_sqlite() {
+    an_in_flight_report_is_answered_on(TestDb::new(Backend::Sqlite), "INT");
+    an_in_flight_report_is_answered_on(TestDb::new(Backend::Sqlite), "TERM");
+}
+
+#[test]
+fn an_in_flight_report_is_answered_on_sigint_and_sigterm_postgres() {
+    for signal in ["INT", "TERM"] {
+        match TestDb::postgres() {
+            Some(db) => an_in_flight_report_is_answered_on(db, signal),
+            None => {
+                return skip_postgres(
+                    "faults::an_in_flight_report_is_answered_on_sigint_and_sigterm_postgres",
+                )
+            }
+        }
+    }
+}

@@ -396,3 +396,98 @@ on_both_backends!(hostile_inputs_get_their_status_and_store_nothing_of_themselve
 fn corpus_is_large_enough() {
     assert!(corpus().len() >= 40, "{}", corpus().len());
 }
+
+/// Random methods, paths, headers and bodies, each carrying a marker: none
+/// of them crashes the collector, and no marker reaches a log line at any
+/// level; a method outside the standard ones is logged as `OTHER`.
+fn nothing_a_client_chooses_reaches_the_logs(db: TestDb) {
+    use rand::{Rng, SeedableRng};
+    let collector = CollectorProcess::start(&db, &[], &[]);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(20261201);
+    let routes = [
+        "/api/v1/reports",
+        "/api/v1/erasures",
+        "/statistics/install.json",
+        "/api/v1/stats/summary",
+        "/signin",
+        "/metrics",
+        "/",
+        "/nowhere",
+    ];
+    let mut markers = Vec::new();
+    for i in 0..150 {
+        let marker = format!("zq{}x{i}", rng.random_range(100_000..999_999));
+        let method = match i % 4 {
+            0 => format!("M{}", marker.to_uppercase()),
+            1 => "POST".to_owned(),
+            2 => "GET".to_owned(),
+            _ => "DELETE".to_owned(),
+        };
+        let route = routes[rng.random_range(0..routes.len())];
+        let path = match i % 3 {
+            0 => format!("{route}?{marker}={marker}"),
+            1 => format!("{route}/{marker}"),
+            _ => route.to_owned(),
+        };
+        let body = match i % 5 {
+            0 => format!("{{\"instance_id\": \"{marker}\", \"product\": \"{marker}\"}}"),
+            1 => format!("token={marker}"),
+            2 => {
+                (0..rng.random_range(0..200))
+                    .map(|_| rng.random_range(b' '..=b'~') as char)
+                    .collect::<String>()
+                    + &marker
+            }
+            _ => String::new(),
+        };
+        let content_type = [
+            "application/json",
+            "application/x-www-form-urlencoded",
+            &marker,
+        ][i % 3];
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {marker}\r\nUser-Agent: {marker}\r\nX-Forwarded-For: 203.0.113.{}\r\nCookie: anonstats_session={marker}\r\nAuthorization: Bearer {marker}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            i % 250,
+            body.len()
+        );
+        let _ = raw_http(
+            collector.port,
+            "127.0.0.1".parse().unwrap(),
+            request.as_bytes(),
+        );
+        markers.push(marker);
+    }
+
+    let alive = raw_http(
+        collector.port,
+        "127.0.0.1".parse().unwrap(),
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(alive.starts_with("HTTP/1.1 200"), "{alive}");
+    let logs = collector.logs();
+    assert!(!logs.contains("panicked"), "{logs}");
+    assert!(
+        logs.contains(r#""method":"OTHER""#),
+        "odd methods are logged as OTHER"
+    );
+    for m in &markers {
+        assert!(
+            !logs.to_lowercase().contains(&m.to_lowercase()),
+            "{m} in the logs"
+        );
+    }
+    assert!(!logs.contains("203.0.113."), "an address in the logs");
+}
+
+#[test]
+fn nothing_a_client_chooses_reaches_the_logs_sqlite() {
+    nothing_a_client_chooses_reaches_the_logs(TestDb::new(Backend::Sqlite));
+}
+
+#[test]
+fn nothing_a_client_chooses_reaches_the_logs_postgres() {
+    match TestDb::postgres() {
+        Some(db) => nothing_a_client_chooses_reaches_the_logs(db),
+        None => skip_postgres("hostile::nothing_a_client_chooses_reaches_the_logs_postgres"),
+    }
+}

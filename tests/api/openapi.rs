@@ -915,6 +915,7 @@ async fn every_documented_status_is_reached_and_matches_its_schema(db: TestDb) {
         ("/api/v1/reports", "application/json"),
         ("/statistics/install.json", FORM),
         ("/api/v1/erasures", "application/json"),
+        ("/signin", FORM),
     ] {
         let r = raw(
             &app,
@@ -924,6 +925,23 @@ async fn every_documented_status_is_reached_and_matches_its_schema(db: TestDb) {
         .await;
         seen.add("post", route, "trickled body", r);
     }
+    let big = "x".repeat(70 * 1024);
+    let r = raw(
+        &app,
+        [127, 0, 0, 1],
+        raw_request("/signin", FORM, big.len(), &big),
+    )
+    .await;
+    seen.add("post", "/signin", "over 64 KiB", r);
+    let r = request(
+        &app,
+        "post",
+        "/signin",
+        &[],
+        Some((FORM, b"token=%ZZ&token=".to_vec())),
+    )
+    .await;
+    seen.add("post", "/signin", "not a form", r);
     app.stop().await;
 
     // The database goes away while reports come in.
