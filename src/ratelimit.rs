@@ -56,8 +56,10 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 pub struct Limits {
     /// Reports per minute per source address.
     pub rate_limit: RateLimit,
-    /// Peers whose forwarding headers are believed.
+    /// Peers whose forwarding header is believed.
     pub trusted_proxies: Vec<Cidr>,
+    /// The header those peers name the client in.
+    pub client_ip_header: Option<ClientIpHeader>,
     /// Reports per instance per UTC day (0: unlimited).
     pub instance_daily_limit: u32,
     /// Most source addresses tracked by the rate limiter.
@@ -75,6 +77,7 @@ impl Default for Limits {
         Limits {
             rate_limit: RateLimit::default(),
             trusted_proxies: Vec::new(),
+            client_ip_header: None,
             instance_daily_limit: DEFAULT_INSTANCE_DAILY_LIMIT,
             max_sources: DEFAULT_MAX_SOURCES,
             request_timeout: Duration::from_secs(DEFAULT_REQUEST_TIMEOUT),
@@ -93,8 +96,8 @@ pub struct LimitArgs {
     #[arg(long, env = "ANONSTATS_RATE_LIMIT", default_value = DEFAULT_RATE_LIMIT, value_name = "N[,burst=B]")]
     pub rate_limit: RateLimit,
     /// Reverse proxies (addresses or CIDR ranges, comma separated) whose
-    /// Forwarded / X-Forwarded-For / X-Real-IP headers name the client for
-    /// rate limiting. Other peers' forwarding headers are ignored.
+    /// --client-ip-header names the client for rate limiting. Other peers'
+    /// forwarding headers are ignored.
     #[arg(
         long = "trusted-proxy",
         env = "ANONSTATS_TRUSTED_PROXIES",
@@ -102,6 +105,15 @@ pub struct LimitArgs {
         value_name = "CIDR"
     )]
     pub trusted_proxies: Vec<Cidr>,
+    /// The one header the trusted proxies set to name the client; every other
+    /// forwarding header is ignored. Required with --trusted-proxy.
+    #[arg(
+        long,
+        env = "ANONSTATS_CLIENT_IP_HEADER",
+        value_enum,
+        value_name = "HEADER"
+    )]
+    pub client_ip_header: Option<ClientIpHeader>,
     /// Reports taken per instance and UTC day, per collector; more get 429
     /// until the next day. 0 disables.
     #[arg(long, env = "ANONSTATS_INSTANCE_DAILY_LIMIT", default_value_t = DEFAULT_INSTANCE_DAILY_LIMIT, value_name = "N")]
@@ -127,9 +139,19 @@ impl LimitArgs {
         if self.max_connections == 0 {
             return Err("--max-connections must be at least 1".to_owned());
         }
+        match (self.trusted_proxies.is_empty(), self.client_ip_header) {
+            (false, None) => {
+                return Err("--trusted-proxy needs --client-ip-header: the one header your proxies set (x-forwarded-for, forwarded or x-real-ip)".to_owned())
+            }
+            (true, Some(_)) => {
+                return Err("--client-ip-header is read only from --trusted-proxy peers: give their addresses too".to_owned())
+            }
+            _ => {}
+        }
         Ok(Limits {
             rate_limit: self.rate_limit,
             trusted_proxies: self.trusted_proxies.clone(),
+            client_ip_header: self.client_ip_header,
             instance_daily_limit: self.instance_daily_limit,
             max_sources: DEFAULT_MAX_SOURCES,
             request_timeout: Duration::from_secs(self.request_timeout),
@@ -271,19 +293,21 @@ fn canonical(ip: IpAddr) -> IpAddr {
 }
 
 /// The address a request counts against: the socket peer, or, when the
-/// peer is a trusted proxy, the nearest untrusted address its forwarding
-/// headers name. Returns `None` when there is no peer (not a TCP request).
+/// peer is a trusted proxy, the rightmost address of the configured header
+/// that is not a trusted proxy. Returns `None` when there is no peer (not a
+/// TCP request).
 pub fn source_address(
     peer: Option<IpAddr>,
     headers: &HeaderMap,
     trusted: &[Cidr],
+    header: Option<ClientIpHeader>,
 ) -> Option<IpAddr> {
     let peer = canonical(peer?);
     let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
-    if !is_trusted(peer) {
+    let Some(header) = header.filter(|_| is_trusted(peer)) else {
         return Some(peer);
-    }
-    let chain = forwarded_chain(headers);
+    };
+    let chain = forwarded_chain(headers, header);
     // Walk from the proxy nearest to us outwards: the first hop that is not
     // one of our proxies is the client as far as we can tell; anything to
     // its left could be forged by that client.
@@ -297,9 +321,26 @@ pub fn source_address(
     Some(client.unwrap_or(peer))
 }
 
-/// Addresses named by the first forwarding header present, client first.
-/// A header with any unparsable element is ignored as a whole.
-fn forwarded_chain(headers: &HeaderMap) -> Vec<IpAddr> {
+/// The one forwarding header a deployment's proxies set, and that the
+/// collector reads (`--client-ip-header`). Only one: a proxy overwrites or
+/// appends to the header it sets and passes the others through untouched,
+/// so any other header is the client's to forge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClientIpHeader {
+    /// `X-Forwarded-For: client, proxy1, ...`
+    #[value(name = "x-forwarded-for")]
+    XForwardedFor,
+    /// `Forwarded: for=client, for=proxy1, ...` (RFC 7239)
+    #[value(name = "forwarded")]
+    Forwarded,
+    /// `X-Real-IP: client` (one address)
+    #[value(name = "x-real-ip")]
+    XRealIp,
+}
+
+/// Addresses the header names, client first. A header with any unparsable
+/// element is ignored as a whole.
+fn forwarded_chain(headers: &HeaderMap, header: ClientIpHeader) -> Vec<IpAddr> {
     let values = |name: &str| -> Vec<String> {
         headers
             .get_all(name)
@@ -309,40 +350,33 @@ fn forwarded_chain(headers: &HeaderMap) -> Vec<IpAddr> {
             .filter(|v| !v.is_empty())
             .collect()
     };
-    let forwarded: Option<Vec<IpAddr>> = {
-        let elements = values("forwarded");
-        (!elements.is_empty())
-            .then(|| {
-                elements
-                    .iter()
-                    .filter_map(|e| {
-                        e.split(';').find_map(|pair| {
-                            let (k, v) = pair.trim().split_once('=')?;
-                            k.trim().eq_ignore_ascii_case("for").then(|| v.trim())
-                        })
-                    })
-                    .map(parse_node)
-                    .collect::<Option<Vec<_>>>()
+    let chain = match header {
+        ClientIpHeader::Forwarded => values("forwarded")
+            .iter()
+            .map(|e| {
+                e.split(';').find_map(|pair| {
+                    let (k, v) = pair.trim().split_once('=')?;
+                    k.trim()
+                        .eq_ignore_ascii_case("for")
+                        .then(|| parse_node(v.trim()))
+                        .flatten()
+                })
             })
-            .flatten()
-    };
-    if let Some(chain) = forwarded.filter(|c| !c.is_empty()) {
-        return chain;
-    }
-    for name in ["x-forwarded-for", "x-real-ip"] {
-        let elements = values(name);
-        if elements.is_empty() {
-            continue;
-        }
-        if let Some(chain) = elements
+            .collect::<Option<Vec<_>>>(),
+        ClientIpHeader::XForwardedFor => values("x-forwarded-for")
             .iter()
             .map(|e| parse_node(e))
-            .collect::<Option<Vec<_>>>()
-        {
-            return chain;
+            .collect::<Option<Vec<_>>>(),
+        ClientIpHeader::XRealIp => {
+            let v = values("x-real-ip");
+            // One address, or it is not what a proxy set.
+            (v.len() == 1)
+                .then(|| parse_node(&v[0]))
+                .flatten()
+                .map(|ip| vec![ip])
         }
-    }
-    Vec::new()
+    };
+    chain.unwrap_or_default()
 }
 
 /// One hop: `1.2.3.4`, `1.2.3.4:80`, `"[2001:db8::1]:4711"`, `2001:db8::1`.
@@ -505,6 +539,7 @@ pub async fn limit_sources(
             req.peer_addr().map(|a| a.ip()),
             req.headers(),
             &state.trusted_proxies,
+            state.client_ip_header,
         )?;
         let wait = state.rate_limiter.check(source).err()?;
         state.metrics.report(ReportOutcome::RateLimited);
@@ -672,37 +707,64 @@ mod tests {
 
     #[test]
     fn forwarding_headers_only_from_trusted_proxies() {
+        use ClientIpHeader::*;
         let trusted = parse_trusted_proxies("127.0.0.1, 10.0.0.0/8").unwrap();
+        let src =
+            |peer: &str, h: &HeaderMap, header| source_address(Some(ip(peer)), h, &trusted, header);
         let h = headers(&[("x-forwarded-for", "198.51.100.7, 10.0.0.5")]);
-        // Untrusted peer: headers ignored.
+        // Untrusted peer, or no header configured: headers ignored.
         assert_eq!(
-            source_address(Some(ip("203.0.113.1")), &h, &trusted),
+            src("203.0.113.1", &h, Some(XForwardedFor)),
             Some(ip("203.0.113.1"))
         );
-        // Trusted peer: the nearest untrusted hop.
+        assert_eq!(src("127.0.0.1", &h, None), Some(ip("127.0.0.1")));
+        // Trusted peer: the rightmost hop that is not a trusted proxy.
         assert_eq!(
-            source_address(Some(ip("127.0.0.1")), &h, &trusted),
+            src("127.0.0.1", &h, Some(XForwardedFor)),
             Some(ip("198.51.100.7"))
         );
         // A client cannot hide behind a forged leftmost entry.
         let forged = headers(&[("x-forwarded-for", "1.1.1.1, 198.51.100.7")]);
         assert_eq!(
-            source_address(Some(ip("127.0.0.1")), &forged, &trusted),
+            src("127.0.0.1", &forged, Some(XForwardedFor)),
             Some(ip("198.51.100.7"))
         );
         let fwd = headers(&[("forwarded", "for=\"[2001:db8::7]:4711\";proto=https")]);
         assert_eq!(
-            source_address(Some(ip("127.0.0.1")), &fwd, &trusted),
+            src("127.0.0.1", &fwd, Some(Forwarded)),
             Some(ip("2001:db8::7"))
         );
         let real = headers(&[("x-real-ip", "198.51.100.9")]);
         assert_eq!(
-            source_address(Some(ip("127.0.0.1")), &real, &trusted),
+            src("127.0.0.1", &real, Some(XRealIp)),
             Some(ip("198.51.100.9"))
         );
         let garbage = headers(&[("x-forwarded-for", "<script>")]);
         assert_eq!(
-            source_address(Some(ip("127.0.0.1")), &garbage, &trusted),
+            src("127.0.0.1", &garbage, Some(XForwardedFor)),
+            Some(ip("127.0.0.1"))
+        );
+    }
+
+    #[test]
+    fn only_the_configured_header_counts() {
+        use ClientIpHeader::*;
+        let trusted = parse_trusted_proxies("127.0.0.1").unwrap();
+        // nginx set X-Forwarded-For to the client's address; the client
+        // added headers of its own.
+        let h = headers(&[
+            ("x-forwarded-for", "198.51.100.7"),
+            ("forwarded", "for=192.0.2.99"),
+            ("x-real-ip", "192.0.2.98"),
+        ]);
+        let src = |header| source_address(Some(ip("127.0.0.1")), &h, &trusted, Some(header));
+        assert_eq!(src(XForwardedFor), Some(ip("198.51.100.7")));
+        assert_eq!(src(Forwarded), Some(ip("192.0.2.99")));
+        assert_eq!(src(XRealIp), Some(ip("192.0.2.98")));
+        // X-Real-IP names one address; a list is not what a proxy set.
+        let two = headers(&[("x-real-ip", "192.0.2.1, 198.51.100.7")]);
+        assert_eq!(
+            source_address(Some(ip("127.0.0.1")), &two, &trusted, Some(XRealIp)),
             Some(ip("127.0.0.1"))
         );
     }

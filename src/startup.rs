@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::db::{self, Backend, Pool};
 use crate::ingest::{self, Ingest, Writer};
 use crate::metrics::Metrics;
-use crate::ratelimit::{Cidr, InstanceLimiter, RateLimiter, KEY_ROTATION};
+use crate::ratelimit::{Cidr, ClientIpHeader, InstanceLimiter, RateLimiter, KEY_ROTATION};
 use crate::reporting;
 use crate::retention::Pruner;
 use crate::routes;
@@ -45,6 +45,8 @@ pub struct AppState {
     pub rate_limiter: RateLimiter,
     /// Peers whose forwarding headers are believed.
     pub trusted_proxies: Vec<Cidr>,
+    /// The one forwarding header those proxies set.
+    pub client_ip_header: Option<ClientIpHeader>,
     /// Per-instance daily cap.
     pub instance_limiter: InstanceLimiter,
     /// Time a client has to send a request body.
@@ -171,6 +173,7 @@ impl Application {
             metrics: Metrics::default(),
             rate_limiter: RateLimiter::new(limits.rate_limit, limits.max_sources, KEY_ROTATION),
             trusted_proxies: limits.trusted_proxies.clone(),
+            client_ip_header: limits.client_ip_header,
             instance_limiter: InstanceLimiter::new(limits.instance_daily_limit),
             request_timeout: limits.request_timeout,
             pruned_instances,
