@@ -21,8 +21,11 @@ pub async fn erase(state: &AppState, request: Erasure) -> Result<(), IngestError
     let hash = state
         .pseudonymizer
         .instance_hash(&request.product, &request.instance_id);
+    // A read slot, or 503 at once: erasures cost a durable commit each.
+    let slot = state.reads.try_enter().ok_or(IngestError::Overloaded)?;
     let pool = state.pool.clone();
     actix_web::web::block(move || -> Result<(), IngestError> {
+        let _slot = slot;
         let mut conn = pool.get().map_err(|_| IngestError::Unavailable)?;
         let mut attempt = 1;
         loop {

@@ -59,6 +59,13 @@ pub enum ApiError {
     InstanceLimited { retry_after: u32 },
     #[error("the request body was not received in time")]
     RequestTimeout,
+    /// A source sent more requests to the routes other than intake than
+    /// its budget allows.
+    #[error("too many requests from this source; retry after {retry_after} seconds")]
+    RequestsLimited { retry_after: u32 },
+    /// Every slot for reads is taken: the request was not queued.
+    #[error("too many requests in progress; retry in a moment")]
+    Busy,
 }
 
 #[derive(Serialize)]
@@ -96,16 +103,18 @@ impl ApiError {
             ApiError::RateLimited { .. } => "urn:anonstats:problem:rate-limited",
             ApiError::InstanceLimited { .. } => "urn:anonstats:problem:instance-daily-limit",
             ApiError::RequestTimeout => "urn:anonstats:problem:request-timeout",
+            ApiError::RequestsLimited { .. } => "urn:anonstats:problem:rate-limited",
+            ApiError::Busy => "urn:anonstats:problem:busy",
         }
     }
 
     /// Seconds a client should wait before retrying, for 429 and 503 answers.
     fn retry_after(&self) -> Option<u32> {
         match self {
-            ApiError::RateLimited { retry_after } | ApiError::InstanceLimited { retry_after } => {
-                Some(*retry_after)
-            }
-            ApiError::Ingest(IngestError::Overloaded) => Some(1),
+            ApiError::RateLimited { retry_after }
+            | ApiError::InstanceLimited { retry_after }
+            | ApiError::RequestsLimited { retry_after } => Some(*retry_after),
+            ApiError::Ingest(IngestError::Overloaded) | ApiError::Busy => Some(1),
             ApiError::Ingest(_) | ApiError::Database => Some(5),
             _ => None,
         }
@@ -128,10 +137,11 @@ impl ResponseError for ApiError {
             ApiError::InvalidQuery(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Database => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::RateLimited { .. } | ApiError::InstanceLimited { .. } => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            ApiError::RateLimited { .. }
+            | ApiError::InstanceLimited { .. }
+            | ApiError::RequestsLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 

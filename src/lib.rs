@@ -19,6 +19,7 @@ pub mod error;
 pub mod ingest;
 pub mod metrics;
 pub mod ratelimit;
+pub mod reads;
 pub mod reporting;
 pub mod retention;
 pub mod routes;

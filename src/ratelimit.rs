@@ -32,6 +32,10 @@ use crate::startup::AppState;
 
 /// Default `--rate-limit`: 60 reports per minute per source, bursts of 60.
 pub const DEFAULT_RATE_LIMIT: &str = "60";
+/// Default budget of each source on the routes other than intake (stats,
+/// erasures, sign-in, readiness, metrics, the dashboard page): enough for a
+/// dashboard that asks a dozen questions per view.
+pub const DEFAULT_READ_RATE_LIMIT: &str = "600,burst=120";
 /// Default `--instance-daily-limit`.
 pub const DEFAULT_INSTANCE_DAILY_LIMIT: u32 = 24;
 /// Most sources tracked at once (about 100 bytes each).
@@ -56,6 +60,8 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 pub struct Limits {
     /// Reports per minute per source address.
     pub rate_limit: RateLimit,
+    /// Requests per minute per source address to the other routes.
+    pub read_rate_limit: RateLimit,
     /// Peers whose forwarding header is believed.
     pub trusted_proxies: Vec<Cidr>,
     /// The header those peers name the client in.
@@ -76,6 +82,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             rate_limit: RateLimit::default(),
+            read_rate_limit: DEFAULT_READ_RATE_LIMIT.parse().expect("valid default"),
             trusted_proxies: Vec::new(),
             client_ip_header: None,
             instance_daily_limit: DEFAULT_INSTANCE_DAILY_LIMIT,
@@ -95,6 +102,11 @@ pub struct LimitArgs {
     /// IPv4 sources are counted per address, IPv6 per /64.
     #[arg(long, env = "ANONSTATS_RATE_LIMIT", default_value = DEFAULT_RATE_LIMIT, value_name = "N[,burst=B]")]
     pub rate_limit: RateLimit,
+    /// Requests per minute per source to every other route that does work
+    /// (stats, erasures, sign-in, readiness, metrics, the dashboard page),
+    /// with an optional burst; `0` disables.
+    #[arg(long, env = "ANONSTATS_READ_RATE_LIMIT", default_value = DEFAULT_READ_RATE_LIMIT, value_name = "N[,burst=B]")]
+    pub read_rate_limit: RateLimit,
     /// Reverse proxies (addresses or CIDR ranges, comma separated) whose
     /// --client-ip-header names the client for rate limiting. Other peers'
     /// forwarding headers are ignored.
@@ -150,6 +162,7 @@ impl LimitArgs {
         }
         Ok(Limits {
             rate_limit: self.rate_limit,
+            read_rate_limit: self.read_rate_limit,
             trusted_proxies: self.trusted_proxies.clone(),
             client_ip_header: self.client_ip_header,
             instance_daily_limit: self.instance_daily_limit,
@@ -548,6 +561,38 @@ pub async fn limit_sources(
     match refused {
         Some(wait) => {
             let error = ApiError::RateLimited {
+                retry_after: retry_seconds(wait),
+            };
+            Ok(req
+                .into_response(error.error_response())
+                .map_into_right_body())
+        }
+        None => next.call(req).await.map(|r| r.map_into_left_body()),
+    }
+}
+
+/// Middleware for every other route that does work: refuses a request with
+/// 429 when its source spent its budget, keyed as intake's is (a keyed hash
+/// of the address, in memory only).
+pub async fn limit_requests(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let refused = req.app_data::<web::Data<AppState>>().and_then(|state| {
+        if !state.read_limiter.limit().enabled() {
+            return None;
+        }
+        let source = source_address(
+            req.peer_addr().map(|a| a.ip()),
+            req.headers(),
+            &state.trusted_proxies,
+            state.client_ip_header,
+        )?;
+        state.read_limiter.check(source).err()
+    });
+    match refused {
+        Some(wait) => {
+            let error = ApiError::RequestsLimited {
                 retry_after: retry_seconds(wait),
             };
             Ok(req

@@ -43,6 +43,11 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Per-source token buckets of the report intake routes.
     pub rate_limiter: RateLimiter,
+    /// Per-source token buckets of every other route that does work.
+    pub read_limiter: RateLimiter,
+    /// Slots for reads (stats, erasures, readiness): a read finds one at once
+    /// or is answered 503.
+    pub reads: crate::reads::Reads,
     /// Peers whose forwarding headers are believed.
     pub trusted_proxies: Vec<Cidr>,
     /// The one forwarding header those proxies set.
@@ -65,6 +70,10 @@ impl AppState {
         anonymize::anonymize(report, &self.pseudonymizer, self.clock.today())
     }
 }
+
+/// Connections of the writer's own pool: the writer, its sync thread and
+/// the SQLite checkpointer.
+const WRITER_CONNECTIONS: u32 = 3;
 
 /// A built collector, bound to its port but not yet serving.
 pub struct Application {
@@ -150,7 +159,11 @@ impl Application {
         let pseudonymizer =
             load_pseudonymizer(config.secret.as_deref(), &pool, &config.database_url)?;
         let (access, new_token) = load_access(&config, &pool)?;
-        let (ingest, writer) = ingest::start(pool.clone(), config.writer.clone());
+        // The writer, its sync thread and the checkpointer have connections
+        // of their own: a flood of reads can take every connection of the
+        // readers' pool, never one the writer waits for.
+        let writer_pool = db::pool(&config.database_url, WRITER_CONNECTIONS);
+        let (ingest, writer) = ingest::start(writer_pool, config.writer.clone());
         let limits = &config.limits;
         let pruned_instances = Arc::new(AtomicU64::new(0));
         let pruner = (config.prune_interval_hours > 0).then(|| {
@@ -172,6 +185,13 @@ impl Application {
             stats_cache: Default::default(),
             metrics: Metrics::default(),
             rate_limiter: RateLimiter::new(limits.rate_limit, limits.max_sources, KEY_ROTATION),
+            read_limiter: RateLimiter::new(
+                limits.read_rate_limit,
+                limits.max_sources,
+                KEY_ROTATION,
+            ),
+            // One slot per connection of the readers' pool.
+            reads: crate::reads::Reads::new(config.pool_size as usize),
             trusted_proxies: limits.trusted_proxies.clone(),
             client_ip_header: limits.client_ip_header,
             instance_limiter: InstanceLimiter::new(limits.instance_daily_limit),

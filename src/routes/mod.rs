@@ -11,6 +11,7 @@ mod openapi;
 pub(crate) mod reports;
 mod stats;
 
+use actix_web::middleware::from_fn;
 use actix_web::{web, HttpResponse, ResponseError};
 
 use crate::error::ApiError;
@@ -20,25 +21,36 @@ use crate::ratelimit;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/api/v1/reports")
-            .wrap(actix_web::middleware::from_fn(ratelimit::limit_sources))
+            .wrap(from_fn(ratelimit::limit_sources))
             .route(web::post().to(reports::post_report))
             .default_service(web::to(method_not_allowed)),
     )
     .service(
         web::resource("/statistics/install.json")
-            .wrap(actix_web::middleware::from_fn(ratelimit::limit_sources))
+            .wrap(from_fn(ratelimit::limit_sources))
             .route(web::post().to(reports::post_legacy))
             .default_service(web::to(method_not_allowed)),
     )
     .route("/api/v1/catalog", web::get().to(catalog::get_catalog))
     .route("/api/v1/openapi.json", web::get().to(openapi::get_openapi))
-    .route("/", web::get().to(dashboard::page))
+    .service(
+        web::resource("/")
+            .wrap(from_fn(ratelimit::limit_requests))
+            .route(web::get().to(dashboard::page))
+            .default_service(web::to(method_not_allowed)),
+    )
     .route("/assets/{name}", web::get().to(dashboard::static_asset))
-    .route("/signin", web::post().to(dashboard::sign_in))
-    .route("/signin", web::get().to(dashboard::sign_in_link))
+    .service(
+        web::resource("/signin")
+            .wrap(from_fn(ratelimit::limit_requests))
+            .route(web::post().to(dashboard::sign_in))
+            .route(web::get().to(dashboard::sign_in_link))
+            .default_service(web::to(method_not_allowed)),
+    )
     .route("/signout", web::post().to(dashboard::sign_out))
     .service(
         web::resource(erasures::ERASURES_PATH)
+            .wrap(from_fn(ratelimit::limit_requests))
             .route(web::post().to(erasures::post_erasure))
             .default_service(web::to(method_not_allowed)),
     )
@@ -48,8 +60,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .default_service(web::to(method_not_allowed)),
     )
     .route("/healthz", web::get().to(health::healthz))
-    .route("/readyz", web::get().to(health::readyz))
-    .route("/metrics", web::get().to(metrics::get_metrics));
+    .service(
+        web::resource("/readyz")
+            .wrap(from_fn(ratelimit::limit_requests))
+            .route(web::get().to(health::readyz))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/metrics")
+            .wrap(from_fn(ratelimit::limit_requests))
+            .route(web::get().to(metrics::get_metrics))
+            .default_service(web::to(method_not_allowed)),
+    );
     stats::configure(cfg);
 }
 

@@ -14,6 +14,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::auth;
 use crate::error::ApiError;
+use crate::ratelimit;
 use crate::reporting::{output, params, Output, ParamError, Params, Query, Report};
 use crate::startup::AppState;
 
@@ -21,6 +22,7 @@ use crate::startup::AppState;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     let get = |path: &str, handler| {
         web::resource(format!("/api/v1/stats{path}"))
+            .wrap(actix_web::middleware::from_fn(ratelimit::limit_requests))
             .route(handler)
             .default_service(web::to(super::method_not_allowed))
     };
@@ -104,8 +106,10 @@ async fn run(
     report: Report,
     query: Query,
 ) -> Result<Arc<Output>, ApiError> {
+    let slot = state.reads.try_enter().ok_or(ApiError::Busy)?;
     let state = state.clone();
     let result = web::block(move || {
+        let _slot = slot;
         let mut conn = state.pool.get().map_err(|e| e.to_string())?;
         state
             .stats_cache

@@ -403,3 +403,59 @@ fn a_trusted_proxy_needs_exactly_one_client_ip_header() {
         assert!(err.contains(message), "{args:?}: {err}");
     }
 }
+
+async fn every_route_that_does_work_has_a_per_source_limit(db: TestDb) {
+    let app = spawn_app_with(db, |c| {
+        c.limits.rate_limit = "600".parse().unwrap();
+        c.limits.read_rate_limit = "2,burst=2".parse().unwrap();
+    })
+    .await;
+    let get = |path: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TEST_TOKEN}\r\nConnection: close\r\n\r\n")
+            .into_bytes()
+    };
+    let erase = {
+        let body = r#"{"instance_id":"d3b1a0f2-5c4e-4b7a-9f1e-2a6c8d9e0f11"}"#;
+        format!("POST /api/v1/erasures HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).into_bytes()
+    };
+    let send = |source: IpAddr, request: Vec<u8>| {
+        let port = app.port;
+        actix_web::rt::task::spawn_blocking(move || raw_http(port, source, &request))
+    };
+    for (i, (what, request)) in [
+        ("stats", get("/api/v1/stats/summary")),
+        ("metrics", get("/metrics")),
+        ("readiness", get("/readyz")),
+        ("dashboard", get("/")),
+        ("sign-in", get("/signin?token=nope")),
+        ("erasure", erase),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // A source of its own for each route, two requests in its budget.
+        let source = ip(&format!("127.0.9.{}", i + 1));
+        let mut answers = Vec::new();
+        for _ in 0..3 {
+            answers.push(send(source, request.clone()).await.unwrap());
+        }
+        assert_ne!(status_of(&answers[0]), 429, "{what}: {}", answers[0]);
+        assert_ne!(status_of(&answers[1]), 429, "{what}: {}", answers[1]);
+        assert_eq!(status_of(&answers[2]), 429, "{what}: {}", answers[2]);
+        assert!(header_of(&answers[2], "retry-after").is_some(), "{what}");
+        assert!(
+            answers[2].contains("urn:anonstats:problem:rate-limited"),
+            "{what}"
+        );
+        // Another source is not affected, and intake has a budget of its own.
+        let other = send(ip(&format!("127.0.10.{}", i + 1)), request.clone())
+            .await
+            .unwrap();
+        assert_ne!(status_of(&other), 429, "{what}: {other}");
+        let report = send(source, report_request(&sample_report(), ""))
+            .await
+            .unwrap();
+        assert_eq!(status_of(&report), 202, "{what}: intake is not a read");
+    }
+}
+on_both_backends!(every_route_that_does_work_has_a_per_source_limit);

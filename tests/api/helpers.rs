@@ -408,6 +408,7 @@ pub async fn spawn_app_with(db: TestDb, adjust: impl FnOnce(&mut Config)) -> Tes
     // Tests post hundreds of reports from one address and instance quickly;
     // the abuse limits have tests of their own that turn them back on.
     config.limits.rate_limit = anonstats::ratelimit::RateLimit::DISABLED;
+    config.limits.read_rate_limit = anonstats::ratelimit::RateLimit::DISABLED;
     config.limits.instance_daily_limit = 0;
     config.clock = anonstats::clock::Clock::Fixed(test_today());
     config.stats.k = TEST_K;
@@ -569,6 +570,7 @@ impl CollectorProcess {
         .env_remove("ANONSTATS_SECRET")
         // As in spawn_app: abuse limits off unless a test sets them.
         .env("ANONSTATS_RATE_LIMIT", "0")
+        .env("ANONSTATS_READ_RATE_LIMIT", "0")
         .env("ANONSTATS_INSTANCE_DAILY_LIMIT", "0")
         .env(anonstats::clock::TODAY_ENV, test_today().to_string())
         .env("ANONSTATS_STATS_TOKEN", TEST_TOKEN)

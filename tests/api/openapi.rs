@@ -906,6 +906,43 @@ async fn every_documented_status_is_reached_and_matches_its_schema(db: TestDb) {
     seen.add("post", "/signout", "sign out", r);
     app.stop().await;
 
+    // Sources over their budget on the routes besides intake.
+    let app = spawn_app_with(TestDb::new(backend), |c| {
+        c.limits.read_rate_limit = "1,burst=1".parse().unwrap()
+    })
+    .await;
+    let erasure = br#"{"instance_id":"d3b1a0f2-5c4e-4b7a-9f1e-2a6c8d9e0f11"}"#.to_vec();
+    let mut limited: Vec<(&str, &str, String, Option<(&str, Vec<u8>)>)> = stats_paths
+        .iter()
+        .map(|(route, path)| ("get", *route, path.clone(), None))
+        .collect();
+    limited.extend([
+        ("get", "/metrics", "/metrics".to_owned(), None),
+        ("get", "/readyz", "/readyz".to_owned(), None),
+        ("get", "/", "/".to_owned(), None),
+        ("get", "/signin", "/signin?token=x".to_owned(), None),
+        (
+            "post",
+            "/signin",
+            "/signin".to_owned(),
+            Some((FORM, b"token=x".to_vec())),
+        ),
+        (
+            "post",
+            "/api/v1/erasures",
+            "/api/v1/erasures".to_owned(),
+            Some(("application/json", erasure)),
+        ),
+    ]);
+    for (method, route, path, body) in limited {
+        // Each route's second request from the same source is over budget
+        // (the budget is per source, shared by these routes).
+        let _ = request(&app, method, &path, &[], body.clone()).await;
+        let r = request(&app, method, &path, &[], body).await;
+        seen.add(method, route, "over the read budget", r);
+    }
+    app.stop().await;
+
     // Bodies that do not arrive in time.
     let app = spawn_app_with(TestDb::new(backend), |c| {
         c.limits.request_timeout = Duration::from_secs(1)
