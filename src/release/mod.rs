@@ -571,6 +571,21 @@ pub fn read_inputs(conn: &mut DbConn, plan: &Plan, date: NaiveDate) -> diesel::Q
     Ok(inputs)
 }
 
+/// The latest stored release.
+pub fn latest(conn: &mut DbConn) -> diesel::QueryResult<Option<Stored>> {
+    store::releases::latest(conn)
+}
+
+/// The stored release of `date`.
+pub fn on(conn: &mut DbConn, date: NaiveDate) -> diesel::QueryResult<Option<Stored>> {
+    store::releases::by_date(conn, date)
+}
+
+/// The ledger of every stored release under `budget`.
+pub fn read_ledger(conn: &mut DbConn, budget: f64) -> diesel::QueryResult<Ledger> {
+    Ok(ledger(&store::releases::all(conn)?, budget))
+}
+
 /// Computes, checks and stores the release of `date`: refused when one of
 /// that date exists or when it would exceed the budget left over the 365
 /// days ending on `date`.
@@ -615,10 +630,10 @@ pub fn publish(
 pub fn csv(r: &Release) -> String {
     let sigma = r.parameters.sigma;
     let sum_sigma = sigma * std::f64::consts::SQRT_2;
-    let mut out = String::from("table,name,label,count,sigma\n");
+    let mut out = String::from("table,name,label,count,sigma\r\n");
     let mut row = |table: &str, name: &str, label: &str, count: i64, s: f64| {
         out.push_str(&format!(
-            "{},{},{},{count},{s:.6}\n",
+            "{},{},{},{count},{s:.6}\r\n",
             field(table),
             field(name),
             field(label)

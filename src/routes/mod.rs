@@ -8,6 +8,7 @@ mod health;
 mod instances;
 mod metrics;
 mod openapi;
+mod public;
 pub(crate) mod reports;
 mod stats;
 
@@ -46,6 +47,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/readyz", web::get().to(health::readyz))
     .route("/metrics", web::get().to(metrics::get_metrics));
     stats::configure(cfg);
+    public::configure(cfg);
 }
 
 async fn method_not_allowed() -> HttpResponse {

@@ -42,6 +42,12 @@ const SERVED: &[(&str, &str)] = &[
     ("post", "/signin"),
     ("get", "/signin"),
     ("post", "/signout"),
+    ("get", "/api/v1/public/releases/latest"),
+    ("get", "/api/v1/public/releases/{date}"),
+    ("get", "/api/v1/public/releases/{date}/release.csv"),
+    ("get", "/api/v1/public/releases/{date}/manifest.json"),
+    ("get", "/api/v1/public/ledger"),
+    ("get", "/public"),
 ];
 
 const STATS_ROUTES: &[&str] = &[
@@ -475,6 +481,9 @@ on_both_backends!(document_is_well_formed_openapi_3_1);
 
 async fn document_lists_exactly_the_served_routes(db: TestDb) {
     let app = spawn_app(db).await;
+    // The public release routes answer 404 until a release exists; the
+    // document's example date is 2026-12-01.
+    crate::releases::publish_seeded(&app.db, day("2026-12-01"), 1);
     let (_, contract) = served_contract(&app).await;
 
     let documented = contract.operations();
@@ -646,6 +655,50 @@ async fn every_documented_status_is_reached_and_matches_its_schema(db: TestDb) {
     let r = app.get("/api/v1/catalog").await;
     seen.add("get", "/api/v1/catalog", "catalog", r);
 
+    let latest = "/api/v1/public/releases/latest";
+    let r = app.get_anonymous(latest).await;
+    seen.add("get", latest, "none yet", r);
+    crate::releases::publish_seeded(&app.db, test_today(), 1);
+    let day = test_today().to_string();
+    for (route, template) in [
+        (
+            "/api/v1/public/releases/{date}",
+            "/api/v1/public/releases/D",
+        ),
+        (
+            "/api/v1/public/releases/{date}/release.csv",
+            "/api/v1/public/releases/D/release.csv",
+        ),
+        (
+            "/api/v1/public/releases/{date}/manifest.json",
+            "/api/v1/public/releases/D/manifest.json",
+        ),
+    ] {
+        for (what, date) in [
+            ("published", day.as_str()),
+            ("unknown date", "2001-01-01"),
+            ("malformed date", "yesterday"),
+        ] {
+            let r = app.get_anonymous(&template.replace('D', date)).await;
+            seen.add("get", route, what, r);
+        }
+    }
+    for (what, query) in [
+        ("json", ""),
+        ("csv", "?format=csv"),
+        ("bad format", "?format=xml"),
+    ] {
+        let r = app.get_anonymous(&format!("{latest}{query}")).await;
+        seen.add("get", latest, what, r);
+        let path = format!("/api/v1/public/releases/{day}{query}");
+        let r = app.get_anonymous(&path).await;
+        seen.add("get", "/api/v1/public/releases/{date}", what, r);
+    }
+    let r = app.get_anonymous("/api/v1/public/ledger").await;
+    seen.add("get", "/api/v1/public/ledger", "ledger", r);
+    let r = app.get_anonymous("/public").await;
+    seen.add("get", "/public", "page", r);
+
     for (route, path) in &stats_paths {
         for (what, query, headers) in [
             ("json", "", vec![]),
@@ -709,6 +762,7 @@ async fn every_documented_status_is_reached_and_matches_its_schema(db: TestDb) {
         ("/", "/"),
         ("/assets/{name}", "/assets/dashboard.js"),
         ("/assets/{name}", "/assets/dashboard.css"),
+        ("/assets/{name}", "/assets/public.js"),
         ("/assets/{name}", "/assets/nothing.js"),
     ] {
         let r = app.get(path).await;
