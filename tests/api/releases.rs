@@ -464,3 +464,37 @@ async fn serve_publishes_once_per_period(db: TestDb) {
     app.stop().await;
 }
 on_both_backends!(serve_publishes_once_per_period);
+
+async fn the_public_page_draws_the_latest_release(db: TestDb) {
+    let Some(browser) = crate::dashboard::chromium() else {
+        eprintln!("skipped public page browser test: Chromium not found (apt-get install chromium, or set CHROMIUM)");
+        return;
+    };
+    let app = spawn_app_with(db, |c| c.releases.budget = TEST_BUDGET).await;
+    seed(&app.db, &population());
+    let stored = publish_with(&app.db, TEST_BUDGET, test_today(), 4).unwrap();
+    let r = stored.release().unwrap();
+    let url = format!("{}/public", app.address);
+    let dom = actix_web::rt::task::spawn_blocking(move || {
+        crate::dashboard::run_chromium(&browser, &url, "UTC", &["--dump-dom"])
+    })
+    .await
+    .unwrap();
+    assert!(dom.contains(r#"data-ready="true""#), "{dom}");
+    assert!(
+        dom.contains(r#"<pre id="errors" hidden="""#),
+        "no script error: {dom}"
+    );
+    let drawn = crate::dashboard::chart_values(&dom, "versions", "data-key");
+    let expected: Vec<(String, String)> = r
+        .versions
+        .iter()
+        .map(|v| (v.version.clone(), v.installs.to_string()))
+        .collect();
+    assert_eq!(drawn, expected);
+    // Each figure shows its noise as ± 2 sigma.
+    let half = (2.0 * r.parameters.sigma).round() as i64;
+    assert!(dom.contains(&format!("± {half}")), "{dom}");
+    app.stop().await;
+}
+on_both_backends!(the_public_page_draws_the_latest_release);
