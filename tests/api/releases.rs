@@ -498,3 +498,27 @@ async fn the_public_page_draws_the_latest_release(db: TestDb) {
     app.stop().await;
 }
 on_both_backends!(the_public_page_draws_the_latest_release);
+
+async fn stored_releases_cannot_be_updated(db: TestDb) {
+    use diesel::connection::SimpleConnection;
+    let app = spawn_app(db).await;
+    let stored = publish_seeded(&app.db, test_today(), 2);
+    let before = app
+        .get_anonymous("/api/v1/public/releases/latest")
+        .await
+        .body;
+    let err = app
+        .db
+        .conn()
+        .batch_execute("UPDATE releases SET body = '{}', rho = 0")
+        .unwrap_err();
+    assert!(err.to_string().contains("releases are immutable"), "{err}");
+    let after = app
+        .get_anonymous("/api/v1/public/releases/latest")
+        .await
+        .body;
+    assert_eq!(before, after);
+    assert_eq!(after, stored.body.as_bytes());
+    app.stop().await;
+}
+on_both_backends!(stored_releases_cannot_be_updated);
