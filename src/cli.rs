@@ -10,6 +10,7 @@ use crate::catalog::Catalog;
 use crate::config::{Config, DEFAULT_BIND, DEFAULT_DATABASE};
 use crate::db::{self, Need};
 use crate::ratelimit::LimitArgs;
+use crate::release::{self, Cadence};
 use crate::reporting::cli::{ReportingArgs, StatsCommand};
 use crate::retention::{RetentionArgs, DEFAULT_PRUNE_INTERVAL_HOURS};
 use crate::secret::{self, Kind};
@@ -47,6 +48,11 @@ pub enum Command {
     /// Print a k-anonymous report read directly from the database.
     #[command(subcommand)]
     Stats(StatsCommand),
+    /// Publish a differentially private public release now (`serve` also
+    /// publishes on the release cadence). Refused when the privacy budget
+    /// left over the last 365 days is too small, or a release of today
+    /// exists.
+    Release(ReleaseCommandArgs),
     /// Delete instance snapshots and dedupe keys older than the retention
     /// period, once, and exit (`serve` also does this periodically).
     Prune(PruneArgs),
@@ -82,6 +88,79 @@ pub struct PruneArgs {
     /// Pins "today" (UTC) for tests of the binary, as `serve --today`.
     #[arg(long, env = crate::clock::TODAY_ENV, value_name = "YYYY-MM-DD", hide = true)]
     pub today: Option<chrono::NaiveDate>,
+}
+
+/// The public release flags shared by `serve` and `release`.
+#[derive(Debug, Clone, Args)]
+pub struct ReleaseArgs {
+    /// Privacy budget of the public releases: zCDP rho per 365 days, split
+    /// evenly over the releases of the cadence and the histograms of each
+    /// (see docs/privacy.md).
+    #[arg(long, env = "ANONSTATS_PRIVACY_BUDGET", default_value_t = release::DEFAULT_BUDGET, value_name = "RHO")]
+    pub privacy_budget: f64,
+    /// How often `serve` publishes a public release: daily, weekly or
+    /// monthly.
+    #[arg(long, env = "ANONSTATS_RELEASE_CADENCE", default_value = "weekly", value_parser = ["daily", "weekly", "monthly"], value_name = "CADENCE")]
+    pub release_cadence: String,
+}
+
+impl ReleaseArgs {
+    /// The validated release settings.
+    pub fn settings(&self, scheduled: bool) -> anyhow::Result<release::Settings> {
+        anyhow::ensure!(
+            self.privacy_budget.is_finite() && self.privacy_budget > 0.0,
+            "--privacy-budget must be a positive number (zCDP rho per 365 days)"
+        );
+        let cadence = Cadence::parse(&self.release_cadence)
+            .context("--release-cadence must be daily, weekly or monthly")?;
+        Ok(release::Settings {
+            budget: self.privacy_budget,
+            cadence,
+            scheduled,
+        })
+    }
+}
+
+/// Flags of `release`.
+#[derive(Debug, Args)]
+pub struct ReleaseCommandArgs {
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+    /// Catalog file replacing the built-in passbolt catalog (the release's
+    /// histograms are the catalog's).
+    #[arg(long, env = "ANONSTATS_CATALOG", value_name = "FILE")]
+    pub catalog: Option<PathBuf>,
+    #[command(flatten)]
+    pub release: ReleaseArgs,
+    /// Pins "today" (UTC) for tests of the binary, as `serve --today`.
+    #[arg(long, env = crate::clock::TODAY_ENV, value_name = "YYYY-MM-DD", hide = true)]
+    pub today: Option<chrono::NaiveDate>,
+}
+
+/// Runs `release`.
+fn release_now(args: ReleaseCommandArgs) -> anyhow::Result<()> {
+    let url = args.db.url(Need::Existing)?;
+    let settings = args.release.settings(false)?;
+    let catalog = match &args.catalog {
+        Some(path) => Catalog::from_file(path)?,
+        None => Catalog::builtin(),
+    };
+    let pool = startup::prepare_database(&url, 1)?;
+    let mut conn = pool.get().context("cannot connect to database")?;
+    let today = crate::clock::Clock::pinned(args.today).today();
+    let stored = release::publish(
+        &mut conn,
+        &catalog,
+        &settings,
+        today,
+        &mut release::Mechanism::from_os(),
+    )
+    .context("no release was published")?;
+    println!(
+        "published the release of {} (rho {:.6}, sha256 {})",
+        stored.date, stored.rho, stored.sha256
+    );
+    Ok(())
 }
 
 /// Flags of `token`.
@@ -215,6 +294,8 @@ pub struct ServeArgs {
     /// them (run `anonstats prune` from a timer instead).
     #[arg(long, env = "ANONSTATS_PRUNE_INTERVAL_HOURS", default_value_t = DEFAULT_PRUNE_INTERVAL_HOURS, value_name = "HOURS")]
     pub prune_interval_hours: u64,
+    #[command(flatten)]
+    pub releases: ReleaseArgs,
 }
 
 impl ServeArgs {
@@ -242,6 +323,7 @@ impl ServeArgs {
         config.retention = self.retention.retention().map_err(anyhow::Error::msg)?;
         config.prune_interval_hours = self.prune_interval_hours;
         config.clock = self.reporting.clock();
+        config.releases = self.releases.settings(true)?;
         Ok(config)
     }
 }
@@ -299,6 +381,7 @@ pub fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::RotateSecret(args) => rotate_secret(args),
+        Command::Release(args) => release_now(args),
         Command::Bench(args) => crate::bench::run(args),
         Command::BenchBaseline(args) => crate::bench::baseline::run(args),
         Command::BenchDrive(args) => crate::bench::drive(args),

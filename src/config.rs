@@ -7,6 +7,7 @@ use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::ingest::WriterConfig;
 use crate::ratelimit::Limits;
+use crate::release;
 use crate::reporting;
 use crate::retention::{Retention, DEFAULT_PRUNE_INTERVAL_HOURS};
 
@@ -49,6 +50,8 @@ pub struct Config {
     pub prune_interval_hours: u64,
     /// Where "today" comes from (the system clock, except in tests).
     pub clock: Clock,
+    /// Public releases: budget, cadence, and whether `serve` publishes.
+    pub releases: release::Settings,
 }
 
 impl Config {
@@ -69,6 +72,7 @@ impl Config {
             retention: Retention::default(),
             prune_interval_hours: DEFAULT_PRUNE_INTERVAL_HOURS,
             clock: Clock::System,
+            releases: release::Settings::default(),
         }
     }
 }

@@ -3,7 +3,8 @@
 //! Data flows one way: request -> [`validation`] against the [`catalog`] ->
 //! [`anonymize`] (drop the address, key-hash identifiers, keep the UTC day)
 //! -> [`ingest`] (batching writer) -> [`store`] -> database -> [`reporting`]
-//! (k-anonymous reports for the stats API and CLI).
+//! (k-anonymous reports for the stats API and CLI); [`release`] publishes
+//! differentially private releases for the public.
 
 pub mod access;
 pub mod anonymize;
@@ -20,6 +21,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod ratelimit;
 pub mod reads;
+pub mod release;
 pub mod reporting;
 pub mod retention;
 pub mod routes;

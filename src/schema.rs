@@ -82,6 +82,18 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// Public releases: inserted once, never updated.
+    releases (date) {
+        date -> Date,
+        body -> Text,
+        sha256 -> Text,
+        mechanism -> Text,
+        parameters -> Text,
+        rho -> Double,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     settings,
     daily_events,

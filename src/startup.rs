@@ -21,6 +21,7 @@ use crate::db::{self, Backend, Pool};
 use crate::ingest::{self, Ingest, Writer};
 use crate::metrics::Metrics;
 use crate::ratelimit::{Cidr, ClientIpHeader, InstanceLimiter, RateLimiter, KEY_ROTATION};
+use crate::release::{self, publisher::Publisher};
 use crate::reporting;
 use crate::retention::Pruner;
 use crate::routes;
@@ -62,6 +63,8 @@ pub struct AppState {
     pub clock: Clock,
     /// Who may read the live statistics and metrics.
     pub access: Access,
+    /// Public releases: the budget the ledger is read against.
+    pub releases: release::Settings,
 }
 
 impl AppState {
@@ -81,6 +84,7 @@ pub struct Application {
     server: Server,
     writer: Writer,
     pruner: Option<Pruner>,
+    publisher: Option<Publisher>,
 }
 
 /// Connects, applies migrations and returns the pool. A SQLite file is
@@ -175,6 +179,15 @@ impl Application {
                 config.clock,
             )
         });
+        let publisher = config.releases.scheduled.then(|| {
+            Publisher::start(
+                pool.clone(),
+                config.catalog.clone(),
+                config.releases,
+                release::publisher::CHECK_INTERVAL,
+                config.clock,
+            )
+        });
         let state = web::Data::new(AppState {
             catalog: config.catalog.clone(),
             pool,
@@ -199,6 +212,7 @@ impl Application {
             pruned_instances,
             clock: config.clock,
             access,
+            releases: config.releases,
         });
         if let Clock::Fixed(day) = config.clock {
             tracing::warn!(%day, "the clock is pinned: every report is stamped with this day");
@@ -248,6 +262,7 @@ impl Application {
             server,
             writer,
             pruner,
+            publisher,
         })
     }
 
@@ -268,10 +283,12 @@ impl Application {
             server,
             writer,
             pruner,
+            publisher,
             ..
         } = self;
         let result = server.await;
         drop(pruner);
+        drop(publisher);
         // The server and every copy of the ingest handle are gone: the writer
         // drains the queue and exits.
         tokio::task::spawn_blocking(move || writer.join())

@@ -29,6 +29,8 @@ macro_rules! with_conn {
     };
 }
 
+pub mod releases;
+
 /// Rows per multi-row statement: well inside SQLite's 32,766 and
 /// PostgreSQL's 65,535 bind parameters for our widest table (7 columns).
 const CHUNK_ROWS: usize = 1000;

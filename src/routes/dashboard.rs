@@ -25,9 +25,10 @@ const PAGE: &str = include_str!("../../assets/dashboard.html");
 const SIGN_IN: &str = include_str!("../../assets/signin.html");
 const SCRIPT: &str = include_str!("../../assets/dashboard.js");
 const STYLE: &str = include_str!("../../assets/dashboard.css");
+const PUBLIC_SCRIPT: &str = include_str!("../../assets/public.js");
 
 /// Only this origin's scripts, styles and API; no inline code, no framing.
-const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+pub(super) const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 fn html(status: actix_web::http::StatusCode, body: String) -> HttpResponse {
     HttpResponse::build(status)
@@ -162,6 +163,7 @@ pub async fn static_asset(name: web::Path<String>) -> HttpResponse {
     let (content_type, body) = match name.as_str() {
         "dashboard.js" => ("text/javascript; charset=utf-8", SCRIPT),
         "dashboard.css" => ("text/css; charset=utf-8", STYLE),
+        "public.js" => ("text/javascript; charset=utf-8", PUBLIC_SCRIPT),
         _ => return super::not_found().await,
     };
     HttpResponse::Ok()

@@ -8,6 +8,7 @@ mod erasures;
 mod health;
 mod metrics;
 mod openapi;
+mod public;
 pub(crate) mod reports;
 mod stats;
 
@@ -73,6 +74,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .default_service(web::to(method_not_allowed)),
     );
     stats::configure(cfg);
+    public::configure(cfg);
 }
 
 async fn method_not_allowed() -> HttpResponse {

@@ -18,7 +18,7 @@ use crate::on_both_backends;
 use crate::stats_seed::{install, seed, RecordExt};
 
 /// Where Chromium is, if anywhere.
-fn chromium() -> Option<PathBuf> {
+pub fn chromium() -> Option<PathBuf> {
     let candidates = [
         std::env::var("CHROMIUM").ok(),
         Some("/usr/bin/chromium".into()),
@@ -34,7 +34,7 @@ fn chromium() -> Option<PathBuf> {
 
 /// Runs headless Chromium on `url` in the time zone `tz` with `extra`
 /// arguments and returns stdout.
-fn run_chromium(binary: &Path, url: &str, tz: &str, extra: &[&str]) -> String {
+pub fn run_chromium(binary: &Path, url: &str, tz: &str, extra: &[&str]) -> String {
     let profile = tempfile::tempdir().unwrap();
     let out = Command::new(binary)
         .args([
@@ -96,7 +96,7 @@ fn rare_php(today: NaiveDate) -> Vec<anonstats::anonymize::Record> {
 
 /// `(key, value)` pairs of the elements carrying `attr_key` and `data-value`
 /// inside the chart `chart` of the dumped DOM.
-fn chart_values(dom: &str, chart: &str, attr_key: &str) -> Vec<(String, String)> {
+pub fn chart_values(dom: &str, chart: &str, attr_key: &str) -> Vec<(String, String)> {
     let start = dom
         .find(&format!(r#"data-chart="{chart}""#))
         .unwrap_or_else(|| panic!("chart {chart} rendered"));

@@ -26,6 +26,7 @@ mod php_client;
 mod privacy;
 mod project;
 mod properties;
+mod releases;
 mod retention;
 mod secret;
 mod simulate;

@@ -43,6 +43,12 @@ const SERVED: &[(&str, &str)] = &[
     ("post", "/signin"),
     ("get", "/signin"),
     ("post", "/signout"),
+    ("get", "/api/v1/public/releases/latest"),
+    ("get", "/api/v1/public/releases/{date}"),
+    ("get", "/api/v1/public/releases/{date}/release.csv"),
+    ("get", "/api/v1/public/releases/{date}/manifest.json"),
+    ("get", "/api/v1/public/ledger"),
+    ("get", "/public"),
 ];
 
 const STATS_ROUTES: &[&str] = &[
@@ -476,6 +482,9 @@ on_both_backends!(document_is_well_formed_openapi_3_1);
 
 async fn document_lists_exactly_the_served_routes(db: TestDb) {
     let app = spawn_app(db).await;
+    // The public release routes answer 404 until a release exists; the
+    // document's example date is 2026-12-01.
+    crate::releases::publish_seeded(&app.db, day("2026-12-01"), 1);
     let (_, contract) = served_contract(&app).await;
 
     let documented = contract.operations();
@@ -647,6 +656,50 @@ async fn every_documented_status_is_reached_and_matches_its_schema(db: TestDb) {
     let r = app.get("/api/v1/catalog").await;
     seen.add("get", "/api/v1/catalog", "catalog", r);
 
+    let latest = "/api/v1/public/releases/latest";
+    let r = app.get_anonymous(latest).await;
+    seen.add("get", latest, "none yet", r);
+    crate::releases::publish_seeded(&app.db, test_today(), 1);
+    let day = test_today().to_string();
+    for (route, template) in [
+        (
+            "/api/v1/public/releases/{date}",
+            "/api/v1/public/releases/D",
+        ),
+        (
+            "/api/v1/public/releases/{date}/release.csv",
+            "/api/v1/public/releases/D/release.csv",
+        ),
+        (
+            "/api/v1/public/releases/{date}/manifest.json",
+            "/api/v1/public/releases/D/manifest.json",
+        ),
+    ] {
+        for (what, date) in [
+            ("published", day.as_str()),
+            ("unknown date", "2001-01-01"),
+            ("malformed date", "yesterday"),
+        ] {
+            let r = app.get_anonymous(&template.replace('D', date)).await;
+            seen.add("get", route, what, r);
+        }
+    }
+    for (what, query) in [
+        ("json", ""),
+        ("csv", "?format=csv"),
+        ("bad format", "?format=xml"),
+    ] {
+        let r = app.get_anonymous(&format!("{latest}{query}")).await;
+        seen.add("get", latest, what, r);
+        let path = format!("/api/v1/public/releases/{day}{query}");
+        let r = app.get_anonymous(&path).await;
+        seen.add("get", "/api/v1/public/releases/{date}", what, r);
+    }
+    let r = app.get_anonymous("/api/v1/public/ledger").await;
+    seen.add("get", "/api/v1/public/ledger", "ledger", r);
+    let r = app.get_anonymous("/public").await;
+    seen.add("get", "/public", "page", r);
+
     for (route, path) in &stats_paths {
         for (what, query, headers) in [
             ("json", "", vec![]),
@@ -763,6 +816,7 @@ async fn every_documented_status_is_reached_and_matches_its_schema(db: TestDb) {
         ("/", "/"),
         ("/assets/{name}", "/assets/dashboard.js"),
         ("/assets/{name}", "/assets/dashboard.css"),
+        ("/assets/{name}", "/assets/public.js"),
         ("/assets/{name}", "/assets/nothing.js"),
     ] {
         let r = app.get(path).await;
@@ -912,13 +966,45 @@ async fn every_documented_status_is_reached_and_matches_its_schema(db: TestDb) {
     })
     .await;
     let erasure = br#"{"instance_id":"d3b1a0f2-5c4e-4b7a-9f1e-2a6c8d9e0f11"}"#.to_vec();
-    let mut limited: Vec<(&str, &str, String, Option<(&str, Vec<u8>)>)> = stats_paths
+    type Case<'a> = (&'a str, &'a str, String, Option<(&'a str, Vec<u8>)>);
+    let mut limited: Vec<Case> = stats_paths
         .iter()
         .map(|(route, path)| ("get", *route, path.clone(), None))
         .collect();
     limited.extend([
         ("get", "/metrics", "/metrics".to_owned(), None),
         ("get", "/readyz", "/readyz".to_owned(), None),
+        ("get", "/public", "/public".to_owned(), None),
+        (
+            "get",
+            "/api/v1/public/ledger",
+            "/api/v1/public/ledger".to_owned(),
+            None,
+        ),
+        (
+            "get",
+            "/api/v1/public/releases/latest",
+            "/api/v1/public/releases/latest".to_owned(),
+            None,
+        ),
+        (
+            "get",
+            "/api/v1/public/releases/{date}",
+            "/api/v1/public/releases/2026-12-01".to_owned(),
+            None,
+        ),
+        (
+            "get",
+            "/api/v1/public/releases/{date}/release.csv",
+            "/api/v1/public/releases/2026-12-01/release.csv".to_owned(),
+            None,
+        ),
+        (
+            "get",
+            "/api/v1/public/releases/{date}/manifest.json",
+            "/api/v1/public/releases/2026-12-01/manifest.json".to_owned(),
+            None,
+        ),
         ("get", "/", "/".to_owned(), None),
         ("get", "/signin", "/signin?token=x".to_owned(), None),
         (

@@ -1,0 +1,2 @@
+DROP TRIGGER releases_immutable;
+DROP TABLE releases;

@@ -1,0 +1,524 @@
+//! Public releases against the real collector: the public routes answer
+//! from stored releases only (the same bytes while reports arrive), need no
+//! token while the live routes still do, the figures are noisy but close,
+//! no published cell is below the threshold, the ledger adds up, and a
+//! release over the budget is refused.
+
+use std::process::Command;
+
+use anonstats::catalog::Catalog;
+use anonstats::release::{self, Mechanism, ReleaseError, Settings, Stored};
+use chrono::{Duration, NaiveDate};
+use rand_dp::rngs::StdRng;
+use rand_dp::SeedableRng;
+use serde_json::Value;
+
+use crate::helpers::*;
+use crate::on_both_backends;
+use crate::stats_seed::{install, seed, times, RecordExt};
+
+/// A budget large enough that sigma is about 1.6 (threshold 9) for the
+/// built-in catalog's 20 histograms at the weekly cadence: small seeded
+/// populations then show.
+const TEST_BUDGET: f64 = 200.0;
+
+fn settings(budget: f64) -> Settings {
+    Settings {
+        budget,
+        ..Settings::default()
+    }
+}
+
+/// Publishes the release of `date` with a seeded mechanism.
+pub fn publish_with(
+    db: &TestDb,
+    budget: f64,
+    date: NaiveDate,
+    seed: u64,
+) -> Result<Stored, ReleaseError> {
+    release::publish(
+        &mut db.conn(),
+        &Catalog::builtin(),
+        &settings(budget),
+        date,
+        &mut Mechanism::with_rng(StdRng::seed_from_u64(seed)),
+    )
+}
+
+/// Publishes the release of `date` at the default budget.
+pub fn publish_seeded(db: &TestDb, date: NaiveDate, seed: u64) -> Stored {
+    publish_with(db, release::DEFAULT_BUDGET, date, seed).expect("publish a release")
+}
+
+/// The population of the closeness tests: 100 installs, 60 on 4.10.1 and
+/// 40 on 4.9.0, half with MFA on, first seen over the last 20 days.
+fn population() -> Vec<anonstats::anonymize::Record> {
+    let mut records = Vec::new();
+    for i in 0..60 {
+        records.push(
+            install(i % 20, "4.10.1")
+                .feature("mfa", i % 2 == 0)
+                .attr("db_engine", "mariadb"),
+        );
+    }
+    for i in 0..40 {
+        records.push(
+            install(i % 20, "4.9.0")
+                .feature("mfa", i % 2 == 0)
+                .attr("db_engine", "postgresql"),
+        );
+    }
+    records
+}
+
+const PUBLIC: &[&str] = &[
+    "/api/v1/public/releases/latest",
+    "/api/v1/public/releases/latest?format=csv",
+    "/api/v1/public/ledger",
+    "/public",
+    "/assets/public.js",
+];
+
+fn dated_routes(day: NaiveDate) -> Vec<String> {
+    vec![
+        format!("/api/v1/public/releases/{day}"),
+        format!("/api/v1/public/releases/{day}?format=csv"),
+        format!("/api/v1/public/releases/{day}/release.csv"),
+        format!("/api/v1/public/releases/{day}/manifest.json"),
+    ]
+}
+
+async fn read_all(app: &TestApp, paths: &[String]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for p in paths {
+        let r = app.get_anonymous(p).await;
+        assert_eq!(r.status, 200, "{p}: {}", r.text());
+        out.push(r.body);
+    }
+    out
+}
+
+async fn public_routes_answer_the_same_bytes_while_reports_arrive(db: TestDb) {
+    let app = spawn_app(db).await;
+    seed(&app.db, &population());
+    let today = test_today();
+    let stored = publish_seeded(&app.db, today, 3);
+    let mut paths: Vec<String> = PUBLIC.iter().map(|p| p.to_string()).collect();
+    paths.extend(dated_routes(today));
+    let before = read_all(&app, &paths).await;
+    assert_eq!(
+        before[0],
+        stored.body.as_bytes(),
+        "latest is the stored JSON"
+    );
+    assert_eq!(release::sha256_hex(&before[0]), stored.sha256);
+
+    // Reports arrive and are stored; the live stats see them...
+    let live_before = app.get("/api/v1/stats/summary").await.json();
+    for _ in 0..20 {
+        assert_eq!(app.post_report(&sample_report()).await.status, 202);
+    }
+    let mut live_after = live_before.clone();
+    for _ in 0..50 {
+        live_after = app.get("/api/v1/stats/summary").await.json();
+        if live_after != live_before {
+            break;
+        }
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_ne!(live_after, live_before, "the reports were stored");
+    // ...the public routes do not.
+    let after = read_all(&app, &paths).await;
+    assert_eq!(before, after);
+
+    // The manifest holds the SHA-256 of the CSV and JSON files served.
+    let manifest: Value = serde_json::from_slice(&after[8]).unwrap();
+    let files = manifest["files"].as_array().unwrap();
+    assert_eq!(files[0]["sha256"], release::sha256_hex(&after[7]));
+    assert_eq!(files[1]["sha256"], stored.sha256);
+    assert_eq!(
+        manifest["parameters"]["sigma"],
+        stored.release().unwrap().parameters.sigma
+    );
+    app.stop().await;
+}
+on_both_backends!(public_routes_answer_the_same_bytes_while_reports_arrive);
+
+async fn public_routes_need_no_token_and_live_routes_still_do(db: TestDb) {
+    let app = spawn_app(db).await;
+    let r = app.get_anonymous("/api/v1/public/releases/latest").await;
+    assert_eq!(r.status, 404, "no release yet");
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    publish_seeded(&app.db, test_today(), 1);
+    for p in PUBLIC {
+        assert_eq!(app.get_anonymous(p).await.status, 200, "{p}");
+    }
+    for p in [
+        "/api/v1/stats/summary",
+        "/api/v1/stats/versions",
+        "/metrics",
+    ] {
+        assert_eq!(app.get_anonymous(p).await.status, 401, "{p}");
+    }
+    let page = app.get_anonymous("/public").await;
+    let csp = page.header("content-security-policy").unwrap();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+    assert!(
+        !page.text().contains("http://") && !page.text().contains("https://"),
+        "no CDN"
+    );
+    let r = app
+        .get_anonymous("/api/v1/public/releases/2026-13-01")
+        .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["field"], "date");
+    let r = app
+        .get_anonymous("/api/v1/public/releases/1999-01-01")
+        .await;
+    assert_eq!(r.status, 404);
+    app.stop().await;
+}
+on_both_backends!(public_routes_need_no_token_and_live_routes_still_do);
+
+/// Every count of a release, by a name for messages.
+fn counts(r: &Value) -> Vec<(String, i64)> {
+    let mut out = Vec::new();
+    fn walk(v: &Value, path: &str, out: &mut Vec<(String, i64)>) {
+        match v {
+            Value::Object(m) => {
+                for (k, v) in m {
+                    if [
+                        "installs",
+                        "enabled",
+                        "instances",
+                        "first_seen",
+                        "last_seen",
+                    ]
+                    .contains(&k.as_str())
+                    {
+                        if let Some(n) = v.as_i64() {
+                            out.push((format!("{path}.{k}"), n));
+                        }
+                    } else {
+                        walk(v, &format!("{path}.{k}"), out);
+                    }
+                }
+            }
+            Value::Array(a) => {
+                for (i, v) in a.iter().enumerate() {
+                    walk(v, &format!("{path}[{i}]"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    walk(r, "", &mut out);
+    out
+}
+
+async fn figures_are_noisy_but_close_and_none_is_below_the_threshold(db: TestDb) {
+    let app = spawn_app_with(db, |c| c.releases.budget = TEST_BUDGET).await;
+    let mut records = population();
+    // One install on its own version: far below the threshold.
+    records.push(install(1, "9.9.9"));
+    // Installs seen a year ago: outside every window.
+    records.extend(times(30, || install(400, "3.0.0")));
+    seed(&app.db, &records);
+    let stored = publish_with(&app.db, TEST_BUDGET, test_today(), 11).unwrap();
+    let r = app
+        .get_anonymous("/api/v1/public/releases/latest")
+        .await
+        .json();
+    let p = &r["parameters"];
+    let sigma = p["sigma"].as_f64().unwrap();
+    let threshold = p["threshold"].as_i64().unwrap();
+    assert!(sigma > 1.0 && sigma < 2.0, "sigma {sigma}");
+    assert_eq!(threshold, (5.0 * sigma).ceil() as i64);
+    assert_eq!(p["histograms"], 20);
+    assert!((p["rho"].as_f64().unwrap() - stored.rho).abs() < 1e-15);
+    let close = |v: &Value, truth: i64| {
+        let n = v.as_i64().unwrap_or_else(|| panic!("{v} is not shown"));
+        assert!(
+            (n - truth).abs() as f64 <= 6.0 * sigma,
+            "{n} vs {truth} (sigma {sigma})"
+        );
+    };
+    for w in r["active_installs"].as_array().unwrap() {
+        close(&w["installs"], 101);
+    }
+    let versions: Vec<(&str, &Value)> = r["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| (v["version"].as_str().unwrap(), &v["installs"]))
+        .collect();
+    assert_eq!(versions.len(), 2, "{versions:?}");
+    close(versions.iter().find(|v| v.0 == "4.10.1").unwrap().1, 60);
+    close(versions.iter().find(|v| v.0 == "4.9.0").unwrap().1, 40);
+    let mfa = r["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["feature"] == "mfa")
+        .unwrap();
+    close(&mfa["enabled"], 51);
+    let db_engine = r["attributes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["attribute"] == "db_engine")
+        .unwrap();
+    let maria = db_engine["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["value"] == "mariadb")
+        .unwrap();
+    close(&maria["installs"], 61);
+    let users = r["counters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["counter"] == "users")
+        .unwrap();
+    close(&users["histogram"][0]["installs"], 101);
+    assert_eq!(users["histogram"][0]["bucket"], "6-25");
+    let first_seen: i64 = r["events"]["monthly"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["first_seen"].as_i64())
+        .sum();
+    assert!(
+        (first_seen - 101).abs() as f64 <= 12.0 * sigma,
+        "first seen {first_seen}"
+    );
+
+    // No published cell is below the threshold, in the JSON or the CSV.
+    let all = counts(&r);
+    assert!(all.len() > 10);
+    for (name, n) in &all {
+        assert!(*n >= threshold, "{name} = {n} is below {threshold}");
+    }
+    let csv = app
+        .get_anonymous("/api/v1/public/releases/latest?format=csv")
+        .await
+        .text();
+    for line in csv.lines().skip(1) {
+        let n: i64 = line.split(',').nth(3).unwrap().parse().unwrap();
+        assert!(n >= threshold, "{line}");
+    }
+    // The figures are noisy: not every count is the true one.
+    let truths = [101, 60, 40, 51, 61];
+    assert!(all.iter().any(|(_, n)| !truths.contains(n)), "{all:?}");
+    app.stop().await;
+}
+on_both_backends!(figures_are_noisy_but_close_and_none_is_below_the_threshold);
+
+async fn the_ledger_adds_up_and_an_over_budget_release_is_refused(db: TestDb) {
+    let budget = 1.0;
+    let app = spawn_app_with(db, |c| c.releases.budget = budget).await;
+    seed(&app.db, &population());
+    let today = test_today();
+    let days: Vec<NaiveDate> = [400, 14, 7, 0]
+        .iter()
+        .map(|d| today - Duration::days(*d))
+        .collect();
+    let stored: Vec<Stored> = days
+        .iter()
+        .enumerate()
+        .map(|(i, d)| publish_with(&app.db, budget, *d, i as u64).unwrap())
+        .collect();
+    let per_release = stored[3].rho;
+    assert!(per_release <= budget / 53.0 && per_release > budget / 53.0 * 0.9999);
+    // One release a day is never published twice.
+    assert!(matches!(
+        publish_with(&app.db, budget, today, 9),
+        Err(ReleaseError::AlreadyPublished(_))
+    ));
+
+    let l = app.get_anonymous("/api/v1/public/ledger").await.json();
+    let releases = l["releases"].as_array().unwrap();
+    assert_eq!(releases.len(), 4);
+    for (entry, s) in releases.iter().zip(&stored) {
+        assert_eq!(entry["date"], s.date.to_string());
+        assert_eq!(entry["sha256"], s.sha256);
+        assert_eq!(entry["rho"].as_f64().unwrap(), s.rho);
+        assert_eq!(entry["mechanism"], "discrete_gaussian_zcdp");
+        assert_eq!(entry["windows"], serde_json::json!([30, 90, 365]));
+        assert_eq!(entry["sensitivity"]["l2_per_histogram"], 1);
+        assert_eq!(
+            entry["parameters"]["sigma"],
+            s.release().unwrap().parameters.sigma
+        );
+    }
+    // The release of 400 days ago no longer counts.
+    let spent: f64 = stored[1..].iter().map(|s| s.rho).sum();
+    assert_eq!(l["as_of"], today.to_string());
+    assert!((l["spent_last_365_days"].as_f64().unwrap() - spent).abs() < 1e-12);
+    assert!((l["budget_left"].as_f64().unwrap() - (budget - spent)).abs() < 1e-12);
+    assert!(
+        (releases[0]["budget_left"].as_f64().unwrap() - (budget - stored[0].rho)).abs() < 1e-12
+    );
+
+    // With the budget nearly spent (a release that spent most of it, as a
+    // larger budget once allowed), the next release is refused, naming what
+    // is left; nothing is stored.
+    let big = budget - spent - per_release / 2.0;
+    anonstats::store::releases::insert(
+        &mut app.db.conn(),
+        &Stored {
+            date: today - Duration::days(1),
+            body: "{}".into(),
+            sha256: release::sha256_hex(b"{}"),
+            mechanism: release::MECHANISM.into(),
+            parameters: "{}".into(),
+            rho: big,
+        },
+    )
+    .unwrap();
+    let l = app.get_anonymous("/api/v1/public/ledger").await.json();
+    let left = budget - spent - big;
+    assert!((l["budget_left"].as_f64().unwrap() - left).abs() < 1e-12);
+    let tomorrow = today + Duration::days(1);
+    let small = budget;
+    let err = publish_with(&app.db, small, tomorrow, 5).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, ReleaseError::OverBudget(_)), "{text}");
+    assert!(text.contains("privacy budget exhausted"), "{text}");
+    assert!(text.contains(&format!("{left:.6}")), "{text}");
+    let out = Command::new(env!("CARGO_BIN_EXE_anonstats"))
+        .args(["release", "--database", &app.db.url])
+        .args(["--privacy-budget", &small.to_string()])
+        .env_remove("ANONSTATS_CATALOG")
+        .env_remove("ANONSTATS_DATABASE_URL")
+        .env_remove("ANONSTATS_RELEASE_CADENCE")
+        .env(anonstats::clock::TODAY_ENV, tomorrow.to_string())
+        .output()
+        .expect("run anonstats release");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("privacy budget exhausted"), "{stderr}");
+    assert!(stderr.contains(&format!("{left:.6}")), "{stderr}");
+    let l2 = app.get_anonymous("/api/v1/public/ledger").await.json();
+    assert_eq!(l2, l, "nothing was stored");
+
+    // On demand, within the budget (a larger one), the command publishes.
+    let out = Command::new(env!("CARGO_BIN_EXE_anonstats"))
+        .args(["release", "--database", &app.db.url])
+        .args(["--privacy-budget", "2"])
+        .env_remove("ANONSTATS_CATALOG")
+        .env_remove("ANONSTATS_DATABASE_URL")
+        .env_remove("ANONSTATS_RELEASE_CADENCE")
+        .env(anonstats::clock::TODAY_ENV, tomorrow.to_string())
+        .output()
+        .expect("run anonstats release");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let latest = app
+        .get_anonymous("/api/v1/public/releases/latest")
+        .await
+        .json();
+    assert_eq!(latest["date"], tomorrow.to_string());
+    app.stop().await;
+}
+on_both_backends!(the_ledger_adds_up_and_an_over_budget_release_is_refused);
+
+async fn serve_publishes_once_per_period(db: TestDb) {
+    let app = spawn_app_with(db, |c| c.releases.scheduled = true).await;
+    let mut latest = None;
+    for _ in 0..100 {
+        let r = app.get_anonymous("/api/v1/public/releases/latest").await;
+        if r.status == 200 {
+            latest = Some(r.body);
+            break;
+        }
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let latest = latest.expect("serve published a release at start");
+    let r: Value = serde_json::from_slice(&latest).unwrap();
+    assert_eq!(r["date"], test_today().to_string());
+    assert_eq!(r["parameters"]["cadence"], "weekly");
+    // A second collector on the same database finds this period released.
+    let mut config = anonstats::config::Config::new(app.db.url.clone());
+    config.bind = "127.0.0.1:0".into();
+    config.workers = Some(1);
+    config.clock = anonstats::clock::Clock::Fixed(test_today());
+    config.stats.token = anonstats::reporting::StatsToken::new(TEST_TOKEN);
+    config.releases.scheduled = true;
+    let second = anonstats::startup::Application::build(config).expect("second collector");
+    let handle = second.handle();
+    actix_web::rt::spawn(second.run_until_stopped());
+    actix_web::rt::time::sleep(std::time::Duration::from_millis(1500)).await;
+    handle.stop(true).await;
+    let again = app.get_anonymous("/api/v1/public/releases/latest").await;
+    assert_eq!(again.body, latest, "the release was not replaced");
+    let l = app.get_anonymous("/api/v1/public/ledger").await.json();
+    assert_eq!(l["releases"].as_array().unwrap().len(), 1);
+    app.stop().await;
+}
+on_both_backends!(serve_publishes_once_per_period);
+
+async fn the_public_page_draws_the_latest_release(db: TestDb) {
+    let Some(browser) = crate::dashboard::chromium() else {
+        eprintln!("skipped public page browser test: Chromium not found (apt-get install chromium, or set CHROMIUM)");
+        return;
+    };
+    let app = spawn_app_with(db, |c| c.releases.budget = TEST_BUDGET).await;
+    seed(&app.db, &population());
+    let stored = publish_with(&app.db, TEST_BUDGET, test_today(), 4).unwrap();
+    let r = stored.release().unwrap();
+    let url = format!("{}/public", app.address);
+    let dom = actix_web::rt::task::spawn_blocking(move || {
+        crate::dashboard::run_chromium(&browser, &url, "UTC", &["--dump-dom"])
+    })
+    .await
+    .unwrap();
+    assert!(dom.contains(r#"data-ready="true""#), "{dom}");
+    assert!(
+        dom.contains(r#"<pre id="errors" hidden="""#),
+        "no script error: {dom}"
+    );
+    let drawn = crate::dashboard::chart_values(&dom, "versions", "data-key");
+    let expected: Vec<(String, String)> = r
+        .versions
+        .iter()
+        .map(|v| (v.version.clone(), v.installs.to_string()))
+        .collect();
+    assert_eq!(drawn, expected);
+    // Each figure shows its noise as ± 2 sigma.
+    let half = (2.0 * r.parameters.sigma).round() as i64;
+    assert!(dom.contains(&format!("± {half}")), "{dom}");
+    app.stop().await;
+}
+on_both_backends!(the_public_page_draws_the_latest_release);
+
+async fn stored_releases_cannot_be_updated(db: TestDb) {
+    use diesel::connection::SimpleConnection;
+    let app = spawn_app(db).await;
+    let stored = publish_seeded(&app.db, test_today(), 2);
+    let before = app
+        .get_anonymous("/api/v1/public/releases/latest")
+        .await
+        .body;
+    let err = app
+        .db
+        .conn()
+        .batch_execute("UPDATE releases SET body = '{}', rho = 0")
+        .unwrap_err();
+    assert!(err.to_string().contains("releases are immutable"), "{err}");
+    let after = app
+        .get_anonymous("/api/v1/public/releases/latest")
+        .await
+        .body;
+    assert_eq!(before, after);
+    assert_eq!(after, stored.body.as_bytes());
+    app.stop().await;
+}
+on_both_backends!(stored_releases_cannot_be_updated);
