@@ -52,7 +52,7 @@ fn sign_in_page(status: actix_web::http::StatusCode, error: bool) -> HttpRespons
 
 /// The line that says the figures are made up, when the database holds
 /// demo data written by `anonstats simulate --database`.
-async fn synthetic_notice(state: &web::Data<AppState>) -> String {
+pub(super) async fn synthetic_notice(state: &web::Data<AppState>) -> String {
     let state = state.clone();
     let since = web::block(move || {
         let mut conn = state.pool.get().ok()?;

@@ -188,7 +188,10 @@ async fn ledger(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
 }
 
 /// `GET /public`: the page of the latest release (drawn by public.js).
-async fn page() -> HttpResponse {
+/// `GET /public`: the page; it says so when the database holds demo data,
+/// whose releases describe no real installs.
+async fn page(state: web::Data<AppState>) -> HttpResponse {
+    let notice = super::dashboard::synthetic_notice(&state).await;
     HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "text/html; charset=utf-8"))
         .insert_header((header::CACHE_CONTROL, "no-cache"))
@@ -196,5 +199,5 @@ async fn page() -> HttpResponse {
         .insert_header((header::REFERRER_POLICY, "no-referrer"))
         .insert_header((header::X_FRAME_OPTIONS, "DENY"))
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        .body(PAGE)
+        .body(PAGE.replace("<!--synthetic-->", &notice))
 }

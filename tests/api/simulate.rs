@@ -110,8 +110,14 @@ async fn the_demo_command_gives_a_year_of_daily_history(db: TestDb) {
     assert!(upgrades["rows"].as_array().unwrap().len() >= 8);
     let counters = app.get("/api/v1/stats/counters").await.json();
     assert!(counters["rows"].as_array().unwrap().len() >= 4);
-    // Marked as synthetic where a person looks.
+    // Marked as synthetic where a person looks: the dashboard, and the
+    // public page, whose releases would otherwise pass for real figures.
     assert!(app.get("/").await.text().contains("synthetic reports"));
+    assert!(app
+        .get_anonymous("/public")
+        .await
+        .text()
+        .contains("synthetic reports"));
 
     let again = anonstats(&args).await;
     assert!(again.status.success(), "{}", stderr(&again));
@@ -136,6 +142,11 @@ async fn the_demo_never_mixes_with_real_reports(db: TestDb) {
     assert_eq!(app.db.reports("1 = 1"), 1);
     assert_eq!(app.db.count("settings WHERE name = 'synthetic_data'"), 0);
     assert!(!app.get("/").await.text().contains("synthetic reports"));
+    assert!(!app
+        .get_anonymous("/public")
+        .await
+        .text()
+        .contains("synthetic reports"));
 }
 on_both_backends!(the_demo_never_mixes_with_real_reports);
 
