@@ -538,34 +538,42 @@ fn source_key(key: &[u8; 32], source: IpAddr) -> u128 {
     u128::from_le_bytes(out[..16].try_into().expect("16 bytes"))
 }
 
+/// How long the request's source must wait under the limiter `which`
+/// picks, or `None` when it may go on (or the limit is off).
+fn wait_of(req: &ServiceRequest, which: fn(&AppState) -> &RateLimiter) -> Option<Duration> {
+    let state = req.app_data::<web::Data<AppState>>()?;
+    let limiter = which(state);
+    if !limiter.limit().enabled() {
+        return None;
+    }
+    let source = source_address(
+        req.peer_addr().map(|a| a.ip()),
+        req.headers(),
+        &state.trusted_proxies,
+        state.client_ip_header,
+    )?;
+    limiter.check(source).err()
+}
+
+/// Answers `error` instead of calling the route.
+fn refuse<B>(req: ServiceRequest, error: ApiError) -> ServiceResponse<EitherBody<B>> {
+    req.into_response(error.error_response())
+        .map_into_right_body()
+}
+
 /// Middleware for the report intake routes: refuses a request with 429 when
 /// its source has no token left, before the body is read.
 pub async fn limit_sources(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    let refused = req.app_data::<web::Data<AppState>>().and_then(|state| {
-        if !state.rate_limiter.limit().enabled() {
-            return None;
-        }
-        let source = source_address(
-            req.peer_addr().map(|a| a.ip()),
-            req.headers(),
-            &state.trusted_proxies,
-            state.client_ip_header,
-        )?;
-        let wait = state.rate_limiter.check(source).err()?;
-        state.metrics.report(ReportOutcome::RateLimited);
-        Some(wait)
-    });
-    match refused {
+    match wait_of(&req, |s| &s.rate_limiter) {
         Some(wait) => {
-            let error = ApiError::RateLimited {
-                retry_after: retry_seconds(wait),
-            };
-            Ok(req
-                .into_response(error.error_response())
-                .map_into_right_body())
+            if let Some(state) = req.app_data::<web::Data<AppState>>() {
+                state.metrics.report(ReportOutcome::RateLimited);
+            }
+            let retry_after = retry_seconds(wait);
+            Ok(refuse(req, ApiError::RateLimited { retry_after }))
         }
         None => next.call(req).await.map(|r| r.map_into_left_body()),
     }
@@ -578,26 +586,10 @@ pub async fn limit_requests(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    let refused = req.app_data::<web::Data<AppState>>().and_then(|state| {
-        if !state.read_limiter.limit().enabled() {
-            return None;
-        }
-        let source = source_address(
-            req.peer_addr().map(|a| a.ip()),
-            req.headers(),
-            &state.trusted_proxies,
-            state.client_ip_header,
-        )?;
-        state.read_limiter.check(source).err()
-    });
-    match refused {
+    match wait_of(&req, |s| &s.read_limiter) {
         Some(wait) => {
-            let error = ApiError::RequestsLimited {
-                retry_after: retry_seconds(wait),
-            };
-            Ok(req
-                .into_response(error.error_response())
-                .map_into_right_body())
+            let retry_after = retry_seconds(wait);
+            Ok(refuse(req, ApiError::RequestsLimited { retry_after }))
         }
         None => next.call(req).await.map(|r| r.map_into_left_body()),
     }
