@@ -321,7 +321,20 @@ impl Runner {
         if let Some((mut old, _, _)) = self.server.take() {
             stop(&mut old);
         }
-        let address = free_address();
+        // A free port can be taken by another test between our probe and
+        // the collector's bind: try another one then.
+        let mut result = Ok(());
+        for _ in 0..5 {
+            result = self.serve_on(origin, command, free_address());
+            match &result {
+                Err(e) if e.contains("cannot listen") => continue,
+                _ => break,
+            }
+        }
+        result
+    }
+
+    fn serve_on(&mut self, origin: &str, command: &str, address: String) -> Result<(), String> {
         let command = self.rewrite(command);
         let command = command.trim_end().trim_end_matches('&');
         // The documented addresses now mean the collector started here.

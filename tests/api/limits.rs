@@ -99,15 +99,17 @@ async fn database_outage_and_full_queue_give_503(db: TestDb) {
             let name = app.db.database_name().to_owned();
             drop(blocker);
             let mut admin = anonstats::db::Manager::new(&admin).establish().unwrap();
-            admin
-                .batch_execute(&format!("ALTER DATABASE {name} RENAME TO {name}_gone"))
-                .unwrap_or_else(|_| {
-                    admin
-                        .batch_execute(&format!(
-                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'; ALTER DATABASE {name} RENAME TO {name}_gone"
-                        ))
-                        .unwrap()
-                });
+            // The collector's pools may reconnect between the two statements.
+            for attempt in 1.. {
+                let renamed = admin.batch_execute(&format!(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'; ALTER DATABASE {name} RENAME TO {name}_gone"
+                ));
+                match renamed {
+                    Ok(()) => break,
+                    Err(e) if attempt >= 20 => panic!("cannot take {name} away: {e}"),
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+                }
+            }
             blocker = admin;
         }
     }
