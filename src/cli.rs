@@ -296,6 +296,10 @@ pub struct ServeArgs {
     pub prune_interval_hours: u64,
     #[command(flatten)]
     pub releases: ReleaseArgs,
+    /// Publish public releases only on demand (`anonstats release`), never
+    /// on the cadence.
+    #[arg(long, env = "ANONSTATS_NO_RELEASE_SCHEDULE")]
+    pub no_release_schedule: bool,
 }
 
 impl ServeArgs {
@@ -323,7 +327,7 @@ impl ServeArgs {
         config.retention = self.retention.retention().map_err(anyhow::Error::msg)?;
         config.prune_interval_hours = self.prune_interval_hours;
         config.clock = self.reporting.clock();
-        config.releases = self.releases.settings(true)?;
+        config.releases = self.releases.settings(!self.no_release_schedule)?;
         Ok(config)
     }
 }

@@ -522,3 +522,37 @@ async fn stored_releases_cannot_be_updated(db: TestDb) {
     app.stop().await;
 }
 on_both_backends!(stored_releases_cannot_be_updated);
+
+/// GETs a path of a collector process, returning the status.
+fn status_at(port: u16, path: &str) -> u16 {
+    let answer = raw_http(
+        port,
+        "127.0.0.1".parse().unwrap(),
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status: {answer}"))
+}
+
+async fn releases_can_be_left_to_the_release_command(db: TestDb) {
+    let mut quiet = CollectorProcess::start(&db, &["--no-release-schedule"], &[]);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(status_at(quiet.port, "/api/v1/public/releases/latest"), 404);
+    quiet.signal_and_wait("TERM");
+
+    let mut scheduled = CollectorProcess::start(&db, &[], &[]);
+    let mut status = 0;
+    for _ in 0..100 {
+        status = status_at(scheduled.port, "/api/v1/public/releases/latest");
+        if status == 200 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(status, 200, "without the flag, serve publishes at start");
+    scheduled.signal_and_wait("TERM");
+}
+on_both_backends!(releases_can_be_left_to_the_release_command);
