@@ -91,9 +91,7 @@ fn wants_csv(req: &HttpRequest) -> Result<bool, ApiError> {
 
 /// A release as JSON (the stored bytes) or CSV.
 fn render(stored: &Stored, csv: bool) -> Result<HttpResponse, ApiError> {
-    let mut res = HttpResponse::Ok();
-    res.insert_header((header::CACHE_CONTROL, "public, max-age=300"))
-        .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"));
+    let mut res = public_ok();
     if csv {
         let release = parsed(stored)?;
         let body = release::csv(&release);
@@ -132,12 +130,31 @@ async fn dated(
     state: web::Data<AppState>,
     date: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let date = parse_date(&date)?;
     let csv = wants_csv(&req)?;
-    let stored = read(&state, move |c| release::on(c, date))
+    let (_, stored) = stored_on(&state, &date).await?;
+    render(&stored, csv)
+}
+
+/// The release of the day a path names: 400 for a malformed day, 404 for
+/// a day without a release.
+async fn stored_on(
+    state: &web::Data<AppState>,
+    date: &str,
+) -> Result<(NaiveDate, Stored), ApiError> {
+    let date = parse_date(date)?;
+    let stored = read(state, move |c| release::on(c, date))
         .await?
         .ok_or(ApiError::NotFound)?;
-    render(&stored, csv)
+    Ok((date, stored))
+}
+
+/// A 200 for the public files: any origin may fetch them, and caches may
+/// keep them, since a release never changes.
+fn public_ok() -> actix_web::HttpResponseBuilder {
+    let mut ok = HttpResponse::Ok();
+    ok.insert_header((header::CACHE_CONTROL, "public, max-age=300"))
+        .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"));
+    ok
 }
 
 /// `GET /api/v1/public/releases/{date}/release.csv`: the open-data file.
@@ -145,19 +162,14 @@ async fn download_csv(
     state: web::Data<AppState>,
     date: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let date = parse_date(&date)?;
-    let stored = read(&state, move |c| release::on(c, date))
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let (date, stored) = stored_on(&state, &date).await?;
     let body = release::csv(&parsed(&stored)?);
-    Ok(HttpResponse::Ok()
+    Ok(public_ok()
         .insert_header((header::CONTENT_TYPE, "text/csv; charset=utf-8"))
         .insert_header((
             header::CONTENT_DISPOSITION,
             format!("attachment; filename=\"anonstats-release-{date}.csv\""),
         ))
-        .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
-        .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
         .body(body))
 }
 
@@ -166,25 +178,16 @@ async fn manifest(
     state: web::Data<AppState>,
     date: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let date = parse_date(&date)?;
-    let stored = read(&state, move |c| release::on(c, date))
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let (_, stored) = stored_on(&state, &date).await?;
     let m = release::manifest(&stored, &parsed(&stored)?);
-    Ok(HttpResponse::Ok()
-        .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
-        .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
-        .json(m))
+    Ok(public_ok().json(m))
 }
 
 /// `GET /api/v1/public/ledger`
 async fn ledger(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let budget = state.releases.budget;
     let l = read(&state, move |c| release::read_ledger(c, budget)).await?;
-    Ok(HttpResponse::Ok()
-        .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
-        .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
-        .json(l))
+    Ok(public_ok().json(l))
 }
 
 /// `GET /public`: the page of the latest release (drawn by public.js).
