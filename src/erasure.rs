@@ -7,6 +7,7 @@
 //! (see [`store::forget_instance`]), and the id is never logged.
 
 use crate::ingest::IngestError;
+use crate::reads::Refused;
 use crate::startup::AppState;
 use crate::store;
 use crate::validation::Erasure;
@@ -22,26 +23,29 @@ pub async fn erase(state: &AppState, request: Erasure) -> Result<(), IngestError
         .pseudonymizer
         .instance_hash(&request.product, &request.instance_id);
     // A read slot, or 503 at once: erasures cost a durable commit each.
-    let slot = state.reads.try_enter().ok_or(IngestError::Overloaded)?;
     let pool = state.pool.clone();
-    actix_web::web::block(move || -> Result<(), IngestError> {
-        let _slot = slot;
-        let mut conn = pool.get().map_err(|_| IngestError::Unavailable)?;
-        let mut attempt = 1;
-        loop {
-            match store::forget_instance(&mut conn, &hash) {
-                // Whether anything was found is deliberately dropped here.
-                Ok(_) => return Ok(()),
-                Err(e) if store::is_retryable(&e) && attempt < ATTEMPTS => attempt += 1,
-                Err(e) => {
-                    tracing::error!(error = %e, "instance not forgotten");
-                    return Err(IngestError::Unavailable);
+    state
+        .reads
+        .run(move || -> Result<(), IngestError> {
+            let mut conn = pool.get().map_err(|_| IngestError::Unavailable)?;
+            let mut attempt = 1;
+            loop {
+                match store::forget_instance(&mut conn, &hash) {
+                    // Whether anything was found is deliberately dropped here.
+                    Ok(_) => return Ok(()),
+                    Err(e) if store::is_retryable(&e) && attempt < ATTEMPTS => attempt += 1,
+                    Err(e) => {
+                        tracing::error!(error = %e, "instance not forgotten");
+                        return Err(IngestError::Unavailable);
+                    }
                 }
             }
-        }
-    })
-    .await
-    .map_err(|_| IngestError::Unavailable)??;
+        })
+        .await
+        .map_err(|refused| match refused {
+            Refused::Busy => IngestError::Overloaded,
+            Refused::Failed => IngestError::Unavailable,
+        })??;
     // After the commit: a result computed before it is never reused.
     state.stats_cache.invalidate();
     Ok(())

@@ -45,6 +45,9 @@ pub const MAX_TRACKED_INSTANCES: usize = 1_000_000;
 /// How often the in-memory address key is replaced.
 pub const KEY_ROTATION: Duration = Duration::from_secs(24 * 3600);
 
+/// Default `--refusal-pause`, seconds.
+pub const DEFAULT_REFUSAL_PAUSE: u64 = 1;
+
 /// Default `--request-timeout`, seconds.
 pub const DEFAULT_REQUEST_TIMEOUT: u64 = 10;
 /// Default `--keep-alive`, seconds.
@@ -76,6 +79,8 @@ pub struct Limits {
     pub keep_alive: Duration,
     /// Most open client connections, all workers together.
     pub max_connections: usize,
+    /// How long a request refused by a per-source limit waits for its 429.
+    pub refusal_pause: Duration,
 }
 
 impl Default for Limits {
@@ -90,6 +95,7 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(DEFAULT_REQUEST_TIMEOUT),
             keep_alive: Duration::from_secs(DEFAULT_KEEP_ALIVE),
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            refusal_pause: Duration::from_secs(DEFAULT_REFUSAL_PAUSE),
         }
     }
 }
@@ -140,6 +146,11 @@ pub struct LimitArgs {
     /// wait in the listen backlog.
     #[arg(long, env = "ANONSTATS_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS, value_name = "N")]
     pub max_connections: usize,
+    /// Seconds a request refused by a per-source limit waits for its 429
+    /// (a client that sends its next request only after an answer then
+    /// costs almost nothing); 0 answers at once.
+    #[arg(long, env = "ANONSTATS_REFUSAL_PAUSE", default_value_t = DEFAULT_REFUSAL_PAUSE, value_name = "SECONDS")]
+    pub refusal_pause: u64,
 }
 
 impl LimitArgs {
@@ -170,6 +181,7 @@ impl LimitArgs {
             request_timeout: Duration::from_secs(self.request_timeout),
             keep_alive: Duration::from_secs(self.keep_alive),
             max_connections: self.max_connections,
+            refusal_pause: Duration::from_secs(self.refusal_pause),
         })
     }
 }
@@ -555,8 +567,21 @@ fn wait_of(req: &ServiceRequest, which: fn(&AppState) -> &RateLimiter) -> Option
     limiter.check(source).err()
 }
 
-/// Answers `error` instead of calling the route.
-fn refuse<B>(req: ServiceRequest, error: ApiError) -> ServiceResponse<EitherBody<B>> {
+/// Answers `error` instead of calling the route, after the refusal pause.
+///
+/// A flooding source answered at once would send its next request at once:
+/// tens of thousands of refusals a second, each parsed and answered on the
+/// workers that also take the reports. Holding the answer costs only a
+/// timer, and a client that waits for each answer (almost every flood tool,
+/// and every well-behaved client) then sends one request per connection and
+/// pause. The connections it can hold are bounded by `--max-connections`.
+async fn refuse<B>(req: ServiceRequest, error: ApiError) -> ServiceResponse<EitherBody<B>> {
+    let pause = req
+        .app_data::<web::Data<AppState>>()
+        .map_or(Duration::ZERO, |s| s.refusal_pause);
+    if !pause.is_zero() {
+        tokio::time::sleep(pause).await;
+    }
     req.into_response(error.error_response())
         .map_into_right_body()
 }
@@ -573,7 +598,7 @@ pub async fn limit_sources(
                 state.metrics.report(ReportOutcome::RateLimited);
             }
             let retry_after = retry_seconds(wait);
-            Ok(refuse(req, ApiError::RateLimited { retry_after }))
+            Ok(refuse(req, ApiError::RateLimited { retry_after }).await)
         }
         None => next.call(req).await.map(|r| r.map_into_left_body()),
     }
@@ -589,7 +614,7 @@ pub async fn limit_requests(
     match wait_of(&req, |s| &s.read_limiter) {
         Some(wait) => {
             let retry_after = retry_seconds(wait);
-            Ok(refuse(req, ApiError::RequestsLimited { retry_after }))
+            Ok(refuse(req, ApiError::RequestsLimited { retry_after }).await)
         }
         None => next.call(req).await.map(|r| r.map_into_left_body()),
     }

@@ -1,44 +1,178 @@
-//! Admission of reads: the stats API, erasures and readiness share a fixed
-//! number of slots, so that a flood of them cannot queue without bound in
-//! the blocking pool or take every database connection. A read that finds
-//! no free slot is answered 503 with `Retry-After` at once.
+//! Admission and execution of reads: the stats API, erasures and public
+//! releases share a fixed number of slots, and run on threads of their own
+//! at a lower CPU priority than intake.
+//!
+//! - A read that finds no free slot is answered 503 with `Retry-After` at
+//!   once: a flood of reads never queues without bound, and never takes
+//!   every database connection.
+//! - The read threads ask the kernel for a lower priority (a positive nice
+//!   value, which needs no privilege). When the CPU is short, a flood of
+//!   expensive reads (each one a cache miss) then takes what intake leaves,
+//!   rather than half of it: report intake keeps its pace.
 
-use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, Semaphore};
 
-/// The read slots of a collector.
+/// Nice value of the read threads: under contention the kernel's fair
+/// scheduler gives a thread at nice 10 about a tenth of the CPU share of
+/// one at nice 0.
+pub const READ_NICE: i32 = 10;
+
+/// Why a read did not run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// Every slot is taken: answer 503 with `Retry-After` now.
+    #[error("every read slot is taken")]
+    Busy,
+    /// The read threads are gone (the collector is stopping) or the read
+    /// panicked.
+    #[error("the read did not complete")]
+    Failed,
+}
+
+type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// The read slots and threads of a collector.
 #[derive(Debug, Clone)]
 pub struct Reads {
     slots: Arc<Semaphore>,
+    jobs: Sender<Job>,
 }
 
 impl Reads {
-    /// `n` slots (at least one).
+    /// `n` slots (at least one), each with a thread of its own.
     pub fn new(n: usize) -> Reads {
+        let n = n.max(1);
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        for i in 0..n {
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("anonstats-read-{i}"))
+                .spawn(move || worker(&queue))
+                .expect("spawn a read thread");
+        }
         Reads {
-            slots: Arc::new(Semaphore::new(n.max(1))),
+            slots: Arc::new(Semaphore::new(n)),
+            jobs,
         }
     }
 
-    /// A slot, held until the permit is dropped, or `None` when all are
-    /// taken: the caller answers 503 instead of waiting.
-    pub fn try_enter(&self) -> Option<OwnedSemaphorePermit> {
-        self.slots.clone().try_acquire_owned().ok()
+    /// Runs `f` on a read thread, or refuses at once when every slot is
+    /// taken. The slot is held until `f` returns, even if the caller stops
+    /// waiting, so that abandoned requests cannot pile up reads.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, Refused> {
+        let slot = self
+            .slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Refused::Busy)?;
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _slot = slot;
+            let _ = reply.send(f());
+        });
+        self.jobs.send(job).map_err(|_| Refused::Failed)?;
+        // A dropped reply means the read panicked.
+        answer.await.map_err(|_| Refused::Failed)
     }
+}
+
+fn worker(queue: &Mutex<Receiver<Job>>) {
+    lower_priority();
+    loop {
+        // The lock is held only while waiting for the next job, never while
+        // one runs.
+        let job = match queue.lock() {
+            Ok(q) => q.recv(),
+            Err(_) => return,
+        };
+        let Ok(job) = job else { return };
+        // A panicking read drops its reply (the request gets an error) and
+        // must not take the thread with it.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+    }
+}
+
+/// Lowers the calling thread's CPU priority to [`READ_NICE`], or leaves it
+/// where it is when the process already runs lower than that.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let nice = current_nice().max(READ_NICE);
+        // On Linux, PRIO_PROCESS with 0 applies to the calling thread only.
+        // SAFETY: setpriority reads no memory of ours.
+        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
+        if rc != 0 {
+            tracing::debug!(
+                error = %std::io::Error::last_os_error(),
+                "read thread priority left as is"
+            );
+        }
+    }
+}
+
+/// The nice value of the calling thread.
+#[cfg(target_os = "linux")]
+fn current_nice() -> i32 {
+    // SAFETY: getpriority reads no memory of ours.
+    unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::mpsc::channel;
+    use std::time::Duration;
 
-    #[test]
-    fn a_read_without_a_free_slot_is_refused_at_once() {
+    #[tokio::test]
+    async fn a_read_without_a_free_slot_is_refused_at_once() {
         let reads = Reads::new(2);
-        let a = reads.try_enter().expect("first");
-        let _b = reads.try_enter().expect("second");
-        assert!(reads.try_enter().is_none());
-        drop(a);
-        assert!(reads.try_enter().is_some());
+        let (release, hold) = channel::<()>();
+        let hold = Arc::new(Mutex::new(hold));
+        let mut running = Vec::new();
+        for _ in 0..2 {
+            let (reads, hold) = (reads.clone(), hold.clone());
+            running.push(tokio::spawn(async move {
+                reads
+                    .run(move || {
+                        let _ = hold.lock().unwrap().recv_timeout(Duration::from_secs(10));
+                    })
+                    .await
+            }));
+        }
+        // Both slots are taken once both reads have started.
+        while reads.slots.available_permits() > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(reads.run(|| 1).await, Err(Refused::Busy));
+        release.send(()).unwrap();
+        release.send(()).unwrap();
+        for r in running {
+            assert_eq!(r.await.unwrap(), Ok(()));
+        }
+        assert_eq!(reads.run(|| 7).await, Ok(7));
+    }
+
+    #[tokio::test]
+    async fn a_panicking_read_fails_alone_and_frees_its_slot() {
+        let reads = Reads::new(1);
+        let failed = reads.run(|| -> u32 { panic!("boom") }).await;
+        assert_eq!(failed, Err(Refused::Failed));
+        assert_eq!(reads.run(|| 3).await, Ok(3));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn reads_run_at_a_lower_priority_than_the_caller() {
+        let reads = Reads::new(1);
+        let caller = current_nice();
+        let inside = reads.run(current_nice).await.unwrap();
+        assert_eq!(inside, caller.max(READ_NICE), "caller at nice {caller}");
     }
 }

@@ -57,6 +57,8 @@ pub struct AppState {
     pub instance_limiter: InstanceLimiter,
     /// Time a client has to send a request body.
     pub request_timeout: Duration,
+    /// How long a request refused by a per-source limit waits for its 429.
+    pub refusal_pause: Duration,
     /// Instance snapshots deleted by retention runs of this process.
     pub pruned_instances: Arc<AtomicU64>,
     /// Where "today" comes from.
@@ -209,6 +211,7 @@ impl Application {
             client_ip_header: limits.client_ip_header,
             instance_limiter: InstanceLimiter::new(limits.instance_daily_limit),
             request_timeout: limits.request_timeout,
+            refusal_pause: limits.refusal_pause,
             pruned_instances,
             clock: config.clock,
             access,

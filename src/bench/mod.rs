@@ -7,14 +7,16 @@
 //!    collector on a fresh database, closed-loop for its maximum rate,
 //!    open-loop at 50% and 80% of it for latency, then overloaded; then a
 //!    second fresh database seeded with a large population and years of
-//!    history ([`seed`]), its ingest rate again, every stats endpoint, and
-//!    the bytes on disk per instance.
+//!    history ([`seed`]), its ingest rate again, every stats endpoint, the
+//!    bytes on disk per instance, and intake next to floods of reads and
+//!    erasures and slow connections ([`flood`]), against intake alone.
 //!
 //! Servers run as child processes of this same binary; the load generator
 //! ([`load`], [`http`]) runs in this process on a single thread.
 
 pub mod baseline;
 pub mod erasure;
+pub mod flood;
 pub mod generator;
 pub mod http;
 pub mod load;
@@ -33,7 +35,7 @@ use serde_json::{json, Value};
 
 use self::load::{LoadResult, LoadSpec};
 use self::process::ServerProcess;
-use self::table::{Status, Table, STATS_ENDPOINTS};
+use self::table::{Status, Table, FLOODS, STATS_ENDPOINTS};
 use crate::db;
 
 /// Flags of `anonstats bench`. Defaults are the full sizes of the
@@ -264,6 +266,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         phases: serde_json::Map::new(),
         rate_limit_flag: process::serve_has_flag("--rate-limit"),
         instance_limit_flag: process::serve_has_flag("--instance-daily-limit"),
+        client_ip_header_flag: process::serve_has_flag("--client-ip-header"),
         failed: Vec::new(),
     };
     let baseline = match bench.baseline() {
@@ -327,6 +330,7 @@ struct Bench {
     phases: serde_json::Map<String, Value>,
     rate_limit_flag: bool,
     instance_limit_flag: bool,
+    client_ip_header_flag: bool,
     /// Parts that failed without stopping the run.
     failed: Vec<String>,
 }
@@ -444,6 +448,17 @@ impl Bench {
         // day) would refuse most of them after a few seconds.
         if self.instance_limit_flag {
             args.extend(["--instance-daily-limit", "0"]);
+        }
+        // The floods from many sources name their (made-up) client in
+        // X-Forwarded-For; the reports name none, so they keep their own
+        // source.
+        if self.client_ip_header_flag {
+            args.extend([
+                "--trusted-proxy",
+                "127.0.0.1",
+                "--client-ip-header",
+                "x-forwarded-for",
+            ]);
         }
         ServerProcess::start(
             &args,
@@ -584,8 +599,82 @@ impl Bench {
             }
         }
         self.record(b, "stats", Value::Object(timings));
+        self.hostile(b, collector.addr)?;
         collector.stop()?;
         drop(seeded);
+        Ok(())
+    }
+
+    /// Intake next to each flood of [`FLOODS`], against intake alone before
+    /// and after them (their mean is the reference, so that a drift of the
+    /// machine during the phases shows as a difference between the two).
+    fn hostile(&mut self, b: &str, addr: SocketAddr) -> anyhow::Result<()> {
+        const CONNECTIONS: usize = 16;
+        let quick = self.settings.quick;
+        let before = self.load(
+            b,
+            "hostile_alone_before",
+            &self.settings.spec(addr, CONNECTIONS, None, 6000),
+        )?;
+        let mut next_to = Vec::new();
+        for (i, (name, _, many, connections)) in FLOODS.iter().enumerate() {
+            let kind = match *name {
+                n if n.starts_with("stats") => flood::Kind::Stats,
+                n if n.starts_with("erasures") => flood::Kind::Erasures,
+                _ => flood::Kind::Slowloris,
+            };
+            let connections = if quick {
+                (*connections / 8).max(8)
+            } else {
+                *connections
+            };
+            note(format!("{b}: flood {name}: {connections} connections"));
+            let running = flood::Flood::start(flood::FloodSpec {
+                addr,
+                kind,
+                connections,
+                many_sources: *many,
+                seed: 7000 + i as u64,
+            })?;
+            let spec = self.settings.spec(addr, CONNECTIONS, None, 6001 + i as u64);
+            let measured = self.load(b, &format!("hostile_{name}"), &spec);
+            let counts = running.stop()?;
+            let r = measured?;
+            note(format!(
+                "{b}: flood {name}: {} 2xx, {} 429, {} 503, {} other, {} errors",
+                counts.answered_2xx,
+                counts.answered_429,
+                counts.answered_503,
+                counts.answered_other,
+                counts.errors
+            ));
+            self.record(
+                b,
+                &format!("hostile_{name}_flood"),
+                serde_json::to_value(counts)?,
+            );
+            next_to.push((*name, r));
+        }
+        let after = self.load(
+            b,
+            "hostile_alone_after",
+            &self.settings.spec(addr, CONNECTIONS, None, 6100),
+        )?;
+        let alone = (before.accepted_rps + after.accepted_rps) / 2.0;
+        self.table
+            .set(&format!("{b}.hostile.alone_rps"), Some(alone));
+        for (name, r) in next_to {
+            self.table.set(
+                &format!("{b}.hostile.{name}.ratio"),
+                (alone > 0.0).then(|| r.accepted_rps / alone),
+            );
+            // A report refused with 503 under a flood is a 5xx the flood
+            // caused; `errors` counts every other failed answer.
+            self.table.set(
+                &format!("{b}.hostile.{name}.report_5xx"),
+                Some((r.rejected.count + r.errors) as f64),
+            );
+        }
         Ok(())
     }
 }

@@ -22,6 +22,21 @@ pub const STATS_ENDPOINTS: &[(&str, &str)] = &[
     ("upgrades", "/api/v1/stats/upgrades"),
 ];
 
+/// The floods measured next to the reports: (row name, what floods, from
+/// many sources, connections).
+pub const FLOODS: &[(&str, &str, bool, usize)] = &[
+    ("stats_one_source", "GET /api/v1/stats/counters", false, 256),
+    (
+        "stats_many_sources",
+        "GET /api/v1/stats/counters",
+        true,
+        256,
+    ),
+    ("erasures_one_source", "POST /api/v1/erasures", false, 256),
+    ("erasures_many_sources", "POST /api/v1/erasures", true, 256),
+    ("slowloris", "slow connections", false, 4096),
+];
+
 /// Storage backends the benchmark measures, with the ingest target of each
 /// (share of the baseline's rate).
 pub const BACKENDS: &[(&str, f64)] = &[("sqlite", 0.50), ("postgres", 0.35)];
@@ -212,6 +227,32 @@ impl Table {
                     &format!("p50 of GET {path}, warm (repeated, result cache)"),
                     Unit::Milliseconds,
                     Check::Info,
+                );
+            }
+            t.add(
+                backend,
+                "hostile.alone_rps",
+                "reports/s at 16 connections, no flood (mean of before and after)",
+                Unit::RequestsPerSecond,
+                Check::Info,
+            );
+            for (name, what, many, connections) in FLOODS {
+                let from = if *many { "many sources" } else { "one source" };
+                t.add(
+                    backend,
+                    &format!("hostile.{name}.ratio"),
+                    &format!(
+                        "reports/s next to {connections} connections of {what} ({from}) / alone"
+                    ),
+                    Unit::Ratio,
+                    Check::AtLeast(0.80),
+                );
+                t.add(
+                    backend,
+                    &format!("hostile.{name}.report_5xx"),
+                    &format!("reports not accepted (5xx or failed) next to {what} ({from})"),
+                    Unit::Count,
+                    Check::AtMost(0.0),
                 );
             }
             t.add(

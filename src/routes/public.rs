@@ -12,6 +12,7 @@ use chrono::NaiveDate;
 
 use crate::db::DbConn;
 use crate::error::ApiError;
+use crate::reads::Refused;
 use crate::release::{self, Stored};
 use crate::startup::AppState;
 use crate::validation::Violation;
@@ -42,23 +43,27 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(get("/public", web::get().to(page)));
 }
 
-/// Runs `f` on a pooled connection in the blocking pool.
+/// Runs `f` on a pooled connection, on a read thread.
 async fn read<T: Send + 'static>(
     state: &web::Data<AppState>,
     f: impl FnOnce(&mut DbConn) -> diesel::QueryResult<T> + Send + 'static,
 ) -> Result<T, ApiError> {
-    let slot = state.reads.try_enter().ok_or(ApiError::Busy)?;
     let pool = state.pool.clone();
-    web::block(move || {
-        let _slot = slot;
-        let mut conn = pool.get().map_err(|_| ApiError::Database)?;
-        f(&mut conn).map_err(|e| {
-            tracing::error!(error = %e, "public release not read");
-            ApiError::Database
+    let result = state
+        .reads
+        .run(move || {
+            let mut conn = pool.get().map_err(|_| ApiError::Database)?;
+            f(&mut conn).map_err(|e| {
+                tracing::error!(error = %e, "public release not read");
+                ApiError::Database
+            })
         })
-    })
-    .await
-    .map_err(|_| ApiError::Database)?
+        .await;
+    match result {
+        Ok(answer) => answer,
+        Err(Refused::Busy) => Err(ApiError::Busy),
+        Err(Refused::Failed) => Err(ApiError::Database),
+    }
 }
 
 fn bad(field: &str, rule: &'static str, detail: &str) -> ApiError {

@@ -15,6 +15,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use super::auth;
 use crate::error::ApiError;
 use crate::ratelimit;
+use crate::reads::Refused;
 use crate::reporting::{output, params, Output, ParamError, Params, Query, Report};
 use crate::startup::AppState;
 
@@ -99,31 +100,32 @@ async fn respond(
     Ok(render(&out, format))
 }
 
-/// Runs a report (or reuses its recent result) on a pooled connection in
-/// the blocking pool.
+/// Runs a report (or reuses its recent result) on a pooled connection, on
+/// a read thread.
 async fn run(
     state: &web::Data<AppState>,
     report: Report,
     query: Query,
 ) -> Result<Arc<Output>, ApiError> {
-    let slot = state.reads.try_enter().ok_or(ApiError::Busy)?;
-    let state = state.clone();
-    let result = web::block(move || {
-        let _slot = slot;
-        let mut conn = state.pool.get().map_err(|e| e.to_string())?;
-        state
-            .stats_cache
-            .run(&mut conn, &state.catalog, &report, &query)
-            .map_err(|e| e.to_string())
-    })
-    .await;
+    let reader = state.clone();
+    let result = state
+        .reads
+        .run(move || {
+            let mut conn = reader.pool.get().map_err(|e| e.to_string())?;
+            reader
+                .stats_cache
+                .run(&mut conn, &reader.catalog, &report, &query)
+                .map_err(|e| e.to_string())
+        })
+        .await;
     match result {
         Ok(Ok(out)) => Ok(out),
         Ok(Err(error)) => {
             tracing::error!(target: "anonstats::stats", %error, "report failed");
             Err(ApiError::Database)
         }
-        Err(_) => Err(ApiError::Database),
+        Err(Refused::Busy) => Err(ApiError::Busy),
+        Err(Refused::Failed) => Err(ApiError::Database),
     }
 }
 

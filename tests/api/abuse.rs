@@ -459,3 +459,59 @@ async fn every_route_that_does_work_has_a_per_source_limit(db: TestDb) {
     }
 }
 on_both_backends!(every_route_that_does_work_has_a_per_source_limit);
+
+/// A source that floods a route past its budget, each of its connections
+/// sending the next request as soon as the last is answered (as flood tools
+/// do), gets at most one answer per connection and refusal pause: its
+/// refusals cost the collector a timer, not a stream of answers.
+async fn a_flooding_source_is_answered_once_per_pause(db: TestDb) {
+    const CONNECTIONS: usize = 8;
+    const FLOOD: Duration = Duration::from_millis(2500);
+    let pause = Duration::from_secs(1);
+    let app = spawn_app_with(db, |c| {
+        c.limits.read_rate_limit = "60,burst=4".parse().unwrap();
+        c.limits.refusal_pause = pause;
+    })
+    .await;
+    let port = app.port;
+    let request = format!(
+        "GET /api/v1/stats/summary HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TEST_TOKEN}\r\nConnection: close\r\n\r\n"
+    )
+    .into_bytes();
+
+    let started = std::time::Instant::now();
+    let mut floods = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let request = request.clone();
+        floods.push(actix_web::rt::task::spawn_blocking(move || {
+            let mut statuses = Vec::new();
+            while started.elapsed() < FLOOD {
+                statuses.push(status_of(&raw_http(port, ip("127.0.11.1"), &request)));
+            }
+            statuses
+        }));
+    }
+    let mut statuses = Vec::new();
+    for f in floods {
+        statuses.extend(f.await.unwrap());
+    }
+
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    let served = statuses.len() - refused;
+    // The burst of 4, and a refill of 1 a second over the flood and its
+    // last pause.
+    assert!(served <= 8, "{statuses:?}");
+    assert!(refused > 0, "{statuses:?}");
+    // Each connection waits a whole pause for every refusal: within the
+    // flood's 2.5 s, at most 3 refusals per connection (without the pause,
+    // thousands).
+    let most = CONNECTIONS * (FLOOD.as_millis() / pause.as_millis() + 1) as usize;
+    assert!(
+        refused <= most,
+        "{refused} refusals in {FLOOD:?} over {CONNECTIONS} connections"
+    );
+    // The other sources and intake are not held up by the flood's pauses.
+    let other = app.get("/api/v1/stats/summary").await;
+    assert_eq!(other.status, 200, "{}", other.text());
+}
+on_both_backends!(a_flooding_source_is_answered_once_per_pause);
