@@ -2,9 +2,12 @@
 //! releases share a fixed number of slots, and run on threads of their own
 //! at a lower CPU priority than intake.
 //!
-//! - A read that finds no free slot is answered 503 with `Retry-After` at
-//!   once: a flood of reads never queues without bound, and never takes
-//!   every database connection.
+//! - A read that finds no free slot is refused (503 with `Retry-After`),
+//!   never queued: a flood of reads never takes every database connection.
+//!   The refusal is sent after the refusal pause (`--refusal-pause`), as a
+//!   rate-limited one is: a flood from many sources, each within its
+//!   budget, would otherwise get tens of thousands of refusals a second,
+//!   each parsed and answered on the workers that take the reports.
 //! - The read threads ask the kernel for a lower priority (a positive nice
 //!   value, which needs no privilege). When the CPU is short, a flood of
 //!   expensive reads (each one a cache miss) then takes what intake leaves,
@@ -12,6 +15,7 @@
 
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::{oneshot, Semaphore};
 
@@ -23,7 +27,7 @@ pub const READ_NICE: i32 = 10;
 /// Why a read did not run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Refused {
-    /// Every slot is taken: answer 503 with `Retry-After` now.
+    /// Every slot is taken: answer 503 with `Retry-After`.
     #[error("every read slot is taken")]
     Busy,
     /// The read threads are gone (the collector is stopping) or the read
@@ -39,11 +43,13 @@ type Job = Box<dyn FnOnce() + Send + 'static>;
 pub struct Reads {
     slots: Arc<Semaphore>,
     jobs: Sender<Job>,
+    refusal_pause: Duration,
 }
 
 impl Reads {
-    /// `n` slots (at least one), each with a thread of its own.
-    pub fn new(n: usize) -> Reads {
+    /// `n` slots (at least one), each with a thread of its own; a read that
+    /// finds none free is refused after `refusal_pause`.
+    pub fn new(n: usize, refusal_pause: Duration) -> Reads {
         let n = n.max(1);
         let (jobs, queue) = mpsc::channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
@@ -57,25 +63,36 @@ impl Reads {
         Reads {
             slots: Arc::new(Semaphore::new(n)),
             jobs,
+            refusal_pause,
         }
     }
 
-    /// Runs `f` on a read thread, or refuses at once when every slot is
-    /// taken. The slot is held until `f` returns, even if the caller stops
-    /// waiting, so that abandoned requests cannot pile up reads.
+    /// Runs `f` on a read thread, or refuses (after the refusal pause) when
+    /// every slot is taken. The slot is held until `f` returns, even if the
+    /// caller stops waiting, so that abandoned requests cannot pile up
+    /// reads.
     pub async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, Refused> {
-        let slot = self
-            .slots
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| Refused::Busy)?;
+        let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+            // Not waiting for a slot: the read is refused now, only its
+            // answer waits.
+            if !self.refusal_pause.is_zero() {
+                tokio::time::sleep(self.refusal_pause).await;
+            }
+            return Err(Refused::Busy);
+        };
         let (reply, answer) = oneshot::channel();
         let job: Job = Box::new(move || {
-            let _slot = slot;
-            let _ = reply.send(f());
+            // A panicking read fails alone (its request gets an error) and
+            // does not take the thread with it. The slot is free before the
+            // answer is sent, so that the caller can run the next read.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+            drop(slot);
+            if let Ok(value) = result {
+                let _ = reply.send(value);
+            }
         });
         self.jobs.send(job).map_err(|_| Refused::Failed)?;
         // A dropped reply means the read panicked.
@@ -93,9 +110,7 @@ fn worker(queue: &Mutex<Receiver<Job>>) {
             Err(_) => return,
         };
         let Ok(job) = job else { return };
-        // A panicking read drops its reply (the request gets an error) and
-        // must not take the thread with it.
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+        job();
     }
 }
 
@@ -128,11 +143,10 @@ fn current_nice() -> i32 {
 mod tests {
     use super::*;
     use std::sync::mpsc::channel;
-    use std::time::Duration;
 
     #[tokio::test]
     async fn a_read_without_a_free_slot_is_refused_at_once() {
-        let reads = Reads::new(2);
+        let reads = Reads::new(2, Duration::ZERO);
         let (release, hold) = channel::<()>();
         let hold = Arc::new(Mutex::new(hold));
         let mut running = Vec::new();
@@ -160,8 +174,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_busy_refusal_is_sent_after_the_pause_and_runs_nothing() {
+        let pause = Duration::from_millis(200);
+        let reads = Reads::new(1, pause);
+        let (release, hold) = channel::<()>();
+        let holder = {
+            let reads = reads.clone();
+            tokio::spawn(async move {
+                reads
+                    .run(move || {
+                        let _ = hold.recv_timeout(Duration::from_secs(10));
+                    })
+                    .await
+            })
+        };
+        while reads.slots.available_permits() > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = ran.clone();
+        let started = std::time::Instant::now();
+        let refused = reads
+            .run(move || flag.store(true, std::sync::atomic::Ordering::Relaxed))
+            .await;
+        assert_eq!(refused, Err(Refused::Busy));
+        assert!(started.elapsed() >= pause, "{:?}", started.elapsed());
+        release.send(()).unwrap();
+        assert_eq!(holder.await.unwrap(), Ok(()));
+        assert!(
+            !ran.load(std::sync::atomic::Ordering::Relaxed),
+            "a refused read never runs"
+        );
+    }
+
+    #[tokio::test]
     async fn a_panicking_read_fails_alone_and_frees_its_slot() {
-        let reads = Reads::new(1);
+        let reads = Reads::new(1, Duration::ZERO);
         let failed = reads.run(|| -> u32 { panic!("boom") }).await;
         assert_eq!(failed, Err(Refused::Failed));
         assert_eq!(reads.run(|| 3).await, Ok(3));
@@ -170,7 +218,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn reads_run_at_a_lower_priority_than_the_caller() {
-        let reads = Reads::new(1);
+        let reads = Reads::new(1, Duration::ZERO);
         let caller = current_nice();
         let inside = reads.run(current_nice).await.unwrap();
         assert_eq!(inside, caller.max(READ_NICE), "caller at nice {caller}");

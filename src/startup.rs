@@ -206,7 +206,7 @@ impl Application {
                 KEY_ROTATION,
             ),
             // One slot per connection of the readers' pool.
-            reads: crate::reads::Reads::new(config.pool_size as usize),
+            reads: crate::reads::Reads::new(config.pool_size as usize, limits.refusal_pause),
             trusted_proxies: limits.trusted_proxies.clone(),
             client_ip_header: limits.client_ip_header,
             instance_limiter: InstanceLimiter::new(limits.instance_daily_limit),
