@@ -90,6 +90,9 @@
         el("strong", {}, w.installs === null ? "–" : `${num(w.installs)} ± ${num(Math.round(2 * s))}`))));
 
     barChart(document.getElementById("chart-versions"), r.versions.map((v) => ({ key: v.version, value: v.installs, sigma: s })), "versions");
+    // Releases of format 1 have no upgrades and no updated figures.
+    barChart(document.getElementById("chart-upgrades"),
+      (r.upgrades || []).map((u) => ({ key: `${u.from_version} → ${u.to_version}`, value: u.installs, sigma: s })), "upgrades");
     barChart(document.getElementById("chart-features"),
       r.features.filter((f) => f.enabled !== null).map((f) => ({ key: f.feature, value: f.enabled, sigma: s })), "features");
 
@@ -112,6 +115,8 @@
       monthly.filter((m) => m.first_seen !== null).map((m) => ({ key: m.period.slice(0, 7), value: m.first_seen, sigma: s })), "first-seen");
     barChart(document.getElementById("chart-last-seen"),
       monthly.filter((m) => m.last_seen !== null).map((m) => ({ key: m.period.slice(0, 7), value: m.last_seen, sigma: s })), "last-seen");
+    barChart(document.getElementById("chart-updated"),
+      monthly.filter((m) => m.updated != null).map((m) => ({ key: m.period.slice(0, 7), value: m.updated, sigma: s })), "updated");
     document.body.dataset.ready = "true";
   }
 

@@ -28,6 +28,11 @@ diesel::table! {
         first_seen -> Date,
         last_seen -> Date,
         state -> Text,
+        /// Versions of the install's latest update ('' when it never updated).
+        upgraded_from -> Text,
+        upgraded_to -> Text,
+        /// Day of its latest update.
+        upgraded_on -> Nullable<Date>,
     }
 }
 

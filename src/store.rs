@@ -32,7 +32,7 @@ macro_rules! with_conn {
 pub mod releases;
 
 /// Rows per multi-row statement: well inside SQLite's 32,766 and
-/// PostgreSQL's 65,535 bind parameters for our widest table (7 columns).
+/// PostgreSQL's 65,535 bind parameters for our widest table (9 columns).
 const CHUNK_ROWS: usize = 1000;
 
 /// Name of the setting holding the generated pseudonymisation secret.
@@ -304,7 +304,7 @@ mod statements {
     use diesel::pg::Pg;
     use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
     use diesel::serialize::ToSql;
-    use diesel::sql_types::{Array, BigInt, Binary, Date, HasSqlType, Text};
+    use diesel::sql_types::{Array, BigInt, Binary, Date, HasSqlType, Nullable, Text};
     use diesel::sqlite::Sqlite;
     use diesel::{PgConnection, QueryResult, RunQueryDsl, SqliteConnection};
 
@@ -337,6 +337,7 @@ mod statements {
         Bytes(Vec<&'a [u8]>),
         Text(Vec<&'a str>),
         Date(Vec<NaiveDate>),
+        OptDate(Vec<Option<NaiveDate>>),
         BigInt(Vec<i64>),
     }
 
@@ -421,6 +422,7 @@ mod statements {
                     Column::Bytes(v) => out.push_bind_param::<Array<Binary>, _>(v)?,
                     Column::Text(v) => out.push_bind_param::<Array<Text>, _>(v)?,
                     Column::Date(v) => out.push_bind_param::<Array<Date>, _>(v)?,
+                    Column::OptDate(v) => out.push_bind_param::<Array<Nullable<Date>>, _>(v)?,
                     Column::BigInt(v) => out.push_bind_param::<Array<BigInt>, _>(v)?,
                 }
             }
@@ -471,6 +473,9 @@ mod statements {
         (@bind $out:ident, $value:expr, Date) => {
             $out.push::<Date, _>(&$value)?;
         };
+        (@bind $out:ident, $value:expr, OptDate) => {
+            $out.push::<Nullable<Date>, _>(&$value)?;
+        };
         (@bind $out:ident, $value:expr, BigInt) => {
             $out.push::<BigInt, _>(&$value)?;
         };
@@ -483,6 +488,9 @@ mod statements {
         (@column $rows:ident, $field:ident, Date) => {
             Column::Date($rows.iter().map(|r| r.$field).collect())
         };
+        (@column $rows:ident, $field:ident, OptDate) => {
+            Column::OptDate($rows.iter().map(|r| r.$field).collect())
+        };
         (@column $rows:ident, $field:ident, BigInt) => {
             Column::BigInt($rows.iter().map(|r| r.$field).collect())
         };
@@ -492,9 +500,12 @@ mod statements {
         InstanceRow,
         InstanceRow,
         "instances",
-        [instance_hash: Bytes, product: Text, version: Text, first_seen: Date, last_seen: Date, state: Text],
+        [instance_hash: Bytes, product: Text, version: Text, first_seen: Date, last_seen: Date, state: Text,
+         upgraded_from: Text, upgraded_to: Text, upgraded_on: OptDate],
         "ON CONFLICT (instance_hash) DO UPDATE SET \
-         version = excluded.version, last_seen = excluded.last_seen, state = excluded.state"
+         version = excluded.version, last_seen = excluded.last_seen, state = excluded.state, \
+         upgraded_from = excluded.upgraded_from, upgraded_to = excluded.upgraded_to, \
+         upgraded_on = excluded.upgraded_on"
     );
 
     statement!(
@@ -643,6 +654,10 @@ struct InstanceRow {
     first_seen: NaiveDate,
     last_seen: NaiveDate,
     state: String,
+    /// The install's latest update: from, to ('' when none), and its day.
+    upgraded_from: String,
+    upgraded_to: String,
+    upgraded_on: Option<NaiveDate>,
 }
 
 #[derive(Debug, Clone, Insertable)]
@@ -771,6 +786,9 @@ fn write_batch_in(conn: &mut BatchConn<'_>, records: &[Record]) -> QueryResult<V
             last_seen: r.day,
             state: serde_json::to_string(&r.instance.as_ref().expect("has instance").state)
                 .expect("state serialises"),
+            upgraded_from: String::new(),
+            upgraded_to: String::new(),
+            upgraded_on: None,
         })
         .collect();
 
@@ -808,12 +826,15 @@ fn write_batch_in(conn: &mut BatchConn<'_>, records: &[Record]) -> QueryResult<V
     }
 
     // 4. Walk the reports in order to classify events (legacy reports say
-    // "install" even after an update) and count them per day.
+    // "install" even after an update) and count them per day. Each
+    // install's latest update is kept for its snapshot: the releases count
+    // one update per install, however many update reports it sent.
     let mut running: HashMap<[u8; 32], String> = stored
         .iter()
         .map(|(h, r)| (to_key(h), r.version.clone()))
         .collect();
     let mut events: BTreeMap<EventKey, i64> = BTreeMap::new();
+    let mut upgrades: HashMap<[u8; 32], (String, String, NaiveDate)> = HashMap::new();
     for r in &accepted {
         let (mut event, mut previous) = (r.event, r.previous_version.clone());
         if let Some(inst) = &r.instance {
@@ -826,6 +847,10 @@ fn write_batch_in(conn: &mut BatchConn<'_>, records: &[Record]) -> QueryResult<V
                 }
             }
             running.insert(inst.hash, r.version.clone());
+            if event == Event::Update {
+                let from = previous.clone().unwrap_or_default();
+                upgrades.insert(inst.hash, (from, r.version.clone(), r.day));
+            }
         }
         let key = (
             r.day,
@@ -839,12 +864,28 @@ fn write_batch_in(conn: &mut BatchConn<'_>, records: &[Record]) -> QueryResult<V
     }
     upsert_events(conn, &events)?;
 
-    // 5. Replace the snapshots of known instances.
+    // 5. Replace the snapshots of known instances, and of new ones that
+    // updated in this batch (inserted above before their events were
+    // classified). An install that did not update now keeps its last one.
     let updated: Vec<InstanceRow> = final_rows
         .iter()
         .filter_map(|r| {
-            stored.get(&r.instance_hash).map(|old| InstanceRow {
-                first_seen: old.first_seen,
+            let old = stored.get(&r.instance_hash);
+            let upgrade = upgrades.get(&to_key(&r.instance_hash)).cloned();
+            let (upgraded_from, upgraded_to, upgraded_on) = match (upgrade, old) {
+                (Some((from, to, day)), _) => (from, to, Some(day)),
+                (None, Some(o)) => (
+                    o.upgraded_from.clone(),
+                    o.upgraded_to.clone(),
+                    o.upgraded_on,
+                ),
+                (None, None) => return None,
+            };
+            Some(InstanceRow {
+                first_seen: old.map_or(r.first_seen, |o| o.first_seen),
+                upgraded_from,
+                upgraded_to,
+                upgraded_on,
                 ..r.clone()
             })
         })

@@ -184,11 +184,11 @@ mod tests {
 
     #[test]
     fn the_default_split_of_a_weekly_release() {
-        let s = Split::new(DEFAULT_BUDGET, Cadence::Weekly, 20);
+        let s = Split::new(DEFAULT_BUDGET, Cadence::Weekly, 23);
         assert!((s.release_rho - 0.5 / 53.0).abs() < 1e-15);
-        assert!((s.histogram_rho - 0.5 / 53.0 / 20.0).abs() < 1e-15);
-        // sigma = sqrt(20 * 53 / (2 * 0.5)) = sqrt(1060)
-        assert!((s.sigma.value() - 1060f64.sqrt()).abs() <= 1e-6);
+        assert!((s.histogram_rho - 0.5 / 53.0 / 23.0).abs() < 1e-15);
+        // sigma = sqrt(23 * 53 / (2 * 0.5)) = sqrt(1219)
+        assert!((s.sigma.value() - 1219f64.sqrt()).abs() <= 1e-6);
         assert!(s.spent <= s.release_rho);
         assert!(s.spent > s.release_rho * 0.99999);
     }

@@ -38,16 +38,23 @@ pub const FIGURE_WINDOW: u32 = 365;
 pub const THRESHOLD_SIGMAS: f64 = 5.0;
 /// Name of the mechanism, as stored and published.
 pub const MECHANISM: &str = "discrete_gaussian_zcdp";
-/// Version of the release format.
-pub const FORMAT: u32 = 1;
+/// Version of the release format: 2 added the upgrade paths and the
+/// updated installs per period (releases of format 1 have neither).
+pub const FORMAT: u32 = 2;
+/// Events one install contributes to each event table, whatever it sent.
+pub const EVENTS_PER_INSTALL: u32 = 1;
 /// The contribution bound, as published.
 pub const CONTRIBUTION: &str = "Each install contributes at most 1 to each histogram: to one \
      cell of the version histogram, of each attribute's histogram, of each feature's on/off \
      histogram and of each counter's bucket histogram (its latest snapshot), to each \
      active-install count, to one week and one month of the first-seen tables (the day its \
-     first report arrived) and to one week and one month of the last-seen tables (the day of \
-     its latest report). Adding or removing one install changes each histogram by at most 1 \
-     in one cell: L2 sensitivity 1 per histogram.";
+     first report arrived), to one week and one month of the last-seen tables (the day of \
+     its latest report), and, when its latest update fell in the 365 days, to one upgrade \
+     path (that update's previous and new version) and to one week and one month of the \
+     updated tables (that update's day). Only the latest update of each install is kept, \
+     however many update reports it sent: at most 1 event per install in each event table. \
+     Adding or removing one install changes each histogram by at most 1 in one cell: L2 \
+     sensitivity 1 per histogram.";
 
 /// Release settings, from `--privacy-budget` and `--release-cadence`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -100,9 +107,10 @@ impl Plan {
             .collect();
         let features: Vec<String> = product.features.keys().cloned().collect();
         let counters: Vec<String> = product.counters.keys().cloned().collect();
-        // Active installs per window, versions, each attribute, feature and
-        // counter, and the four event tables.
-        let histograms = WINDOWS.len() + 1 + attributes.len() + features.len() + counters.len() + 4;
+        // Active installs per window, versions, upgrade paths, each
+        // attribute, feature and counter, and the six event tables (first
+        // seen, last seen and updated, per week and per month).
+        let histograms = WINDOWS.len() + 2 + attributes.len() + features.len() + counters.len() + 6;
         let split = Split::new(settings.budget, settings.cadence, histograms as u32);
         Plan {
             product: name.to_owned(),
@@ -132,6 +140,11 @@ pub struct Inputs {
     pub first_seen: BTreeMap<NaiveDate, i64>,
     /// Installs per day of their latest report.
     pub last_seen: BTreeMap<NaiveDate, i64>,
+    /// Installs whose latest update fell in the 365 days, per (from, to)
+    /// version of that update.
+    pub upgrades: BTreeMap<(String, String), i64>,
+    /// Installs per day of their latest update.
+    pub updated: BTreeMap<NaiveDate, i64>,
 }
 
 /// Privacy parameters of a release.
@@ -162,7 +175,27 @@ pub struct Parameters {
 pub struct Sensitivity {
     /// L2 sensitivity of each histogram (one install added or removed).
     pub l2_per_histogram: u32,
+    /// Most events one install contributes to each event table (first
+    /// seen, last seen, updated), however many reports it sent.
+    #[serde(default = "events_per_install")]
+    pub events_per_install: u32,
     pub contribution: String,
+}
+
+/// What releases of format 1, which do not state it, bounded too.
+fn events_per_install() -> u32 {
+    EVENTS_PER_INSTALL
+}
+
+impl Sensitivity {
+    /// The bound of releases made now.
+    pub fn current() -> Sensitivity {
+        Sensitivity {
+            l2_per_histogram: 1,
+            events_per_install: EVENTS_PER_INSTALL,
+            contribution: CONTRIBUTION.to_owned(),
+        }
+    }
 }
 
 /// One active-install count.
@@ -180,6 +213,15 @@ pub struct VersionCount {
     pub installs: i64,
     /// Of the noisy 365-day active installs, 0 to 1, four decimals.
     pub share: Option<f64>,
+}
+
+/// One upgrade path's noisy count: installs whose latest update went from
+/// `from_version` to `to_version`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UpgradeCount {
+    pub from_version: String,
+    pub to_version: String,
+    pub installs: i64,
 }
 
 /// One attribute value's noisy count.
@@ -232,6 +274,9 @@ pub struct PeriodCount {
     pub first_seen: Option<i64>,
     /// Installs whose latest report arrived in the period.
     pub last_seen: Option<i64>,
+    /// Installs whose latest update was in the period (absent in format 1).
+    #[serde(default)]
+    pub updated: Option<i64>,
 }
 
 /// The event tables.
@@ -257,6 +302,10 @@ pub struct Release {
     pub figure_window_days: u32,
     pub active_installs: Vec<WindowCount>,
     pub versions: Vec<VersionCount>,
+    /// Upgrade paths of the installs whose latest update fell in the 365
+    /// days (absent in format 1).
+    #[serde(default)]
+    pub upgrades: Vec<UpgradeCount>,
     pub attributes: Vec<AttributeTable>,
     pub features: Vec<FeatureCount>,
     pub counters: Vec<CounterTable>,
@@ -303,6 +352,26 @@ pub fn build(inputs: &Inputs, plan: &Plan, date: NaiveDate, mech: &mut Mechanism
         })
         .collect();
     versions.sort_by(|a, b| b.installs.cmp(&a.installs).then(a.version.cmp(&b.version)));
+
+    // An open domain too: only paths some install took have a cell.
+    let mut upgrades: Vec<UpgradeCount> = inputs
+        .upgrades
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .filter_map(|((from, to), n)| {
+            cell(*n).map(|installs| UpgradeCount {
+                from_version: from.clone(),
+                to_version: to.clone(),
+                installs,
+            })
+        })
+        .collect();
+    upgrades.sort_by(|a, b| {
+        b.installs
+            .cmp(&a.installs)
+            .then_with(|| a.from_version.cmp(&b.from_version))
+            .then_with(|| a.to_version.cmp(&b.to_version))
+    });
 
     let attributes = plan
         .attributes
@@ -400,14 +469,12 @@ pub fn build(inputs: &Inputs, plan: &Plan, date: NaiveDate, mech: &mut Mechanism
         date,
         mechanism: MECHANISM.to_owned(),
         parameters: parameters(plan),
-        sensitivity: Sensitivity {
-            l2_per_histogram: 1,
-            contribution: CONTRIBUTION.to_owned(),
-        },
+        sensitivity: Sensitivity::current(),
         windows: WINDOWS.to_vec(),
         figure_window_days: FIGURE_WINDOW,
         active_installs,
         versions,
+        upgrades,
         attributes,
         features,
         counters,
@@ -432,9 +499,9 @@ pub fn parameters(plan: &Plan) -> Parameters {
     }
 }
 
-/// The noisy first-seen and last-seen tables per week or month of the 365
-/// days ending on `date`. Periods are counted over the days inside the
-/// window only, so the first may be partial.
+/// The noisy first-seen, last-seen and updated tables per week or month of
+/// the 365 days ending on `date`. Periods are counted over the days inside
+/// the window only, so the first may be partial.
 fn periods(
     inputs: &Inputs,
     date: NaiveDate,
@@ -444,10 +511,10 @@ fn periods(
     t: i64,
 ) -> Vec<PeriodCount> {
     let from = budget::period_start(date);
-    let mut first: BTreeMap<NaiveDate, (i64, i64)> = BTreeMap::new();
+    let mut first: BTreeMap<NaiveDate, (i64, i64, i64)> = BTreeMap::new();
     let mut day = interval.period_start(from);
     while day <= date {
-        first.insert(day, (0, 0));
+        first.insert(day, (0, 0, 0));
         day = match interval {
             Interval::Month => day
                 .checked_add_months(chrono::Months::new(1))
@@ -462,16 +529,23 @@ fn periods(
     for (d, n) in inputs.last_seen.iter().filter(|(d, _)| within(d)) {
         first.entry(interval.period_start(*d)).or_default().1 += n;
     }
+    for (d, n) in inputs.updated.iter().filter(|(d, _)| within(d)) {
+        first.entry(interval.period_start(*d)).or_default().2 += n;
+    }
     first
         .into_iter()
-        .filter_map(|(period, (f, l))| {
+        .filter_map(|(period, (f, l, u))| {
             let first_seen = shown(mech.noisy(f, sigma), t);
             let last_seen = shown(mech.noisy(l, sigma), t);
-            (first_seen.is_some() || last_seen.is_some()).then_some(PeriodCount {
-                period,
-                first_seen,
-                last_seen,
-            })
+            let updated = shown(mech.noisy(u, sigma), t);
+            (first_seen.is_some() || last_seen.is_some() || updated.is_some()).then_some(
+                PeriodCount {
+                    period,
+                    first_seen,
+                    last_seen,
+                    updated,
+                },
+            )
         })
         .collect()
 }
@@ -568,6 +642,8 @@ pub fn read_inputs(conn: &mut DbConn, plan: &Plan, date: NaiveDate) -> diesel::Q
     }
     inputs.first_seen = store::releases::installs_per_day(conn, product, "first", year, date)?;
     inputs.last_seen = store::releases::installs_per_day(conn, product, "last", year, date)?;
+    inputs.upgrades = store::releases::upgrade_paths(conn, product, year, date)?;
+    inputs.updated = store::releases::updates_per_day(conn, product, year, date)?;
     Ok(inputs)
 }
 
@@ -647,6 +723,15 @@ pub fn csv(r: &Release) -> String {
     for v in &r.versions {
         row("versions", "", &v.version, v.installs, sigma);
     }
+    for u in &r.upgrades {
+        row(
+            "upgrades",
+            &u.from_version,
+            &u.to_version,
+            u.installs,
+            sigma,
+        );
+    }
     for a in &r.attributes {
         for v in &a.values {
             row("attributes", &a.attribute, &v.value, v.installs, sigma);
@@ -673,6 +758,9 @@ pub fn csv(r: &Release) -> String {
             }
             if let Some(n) = p.last_seen {
                 row(&format!("events_{table}"), "last_seen", &label, n, sigma);
+            }
+            if let Some(n) = p.updated {
+                row(&format!("events_{table}"), "updated", &label, n, sigma);
             }
         }
     }
@@ -770,6 +858,15 @@ pub struct Ledger {
     pub releases: Vec<LedgerEntry>,
 }
 
+/// The bound a stored release states (releases of another format bounded
+/// other figures), or the current one for a body that states none.
+fn stated_sensitivity(s: &Stored) -> Sensitivity {
+    serde_json::from_str::<serde_json::Value>(&s.body)
+        .ok()
+        .and_then(|body| serde_json::from_value(body.get("sensitivity")?.clone()).ok())
+        .unwrap_or_else(Sensitivity::current)
+}
+
 /// The ledger of stored releases (in date order) under `budget`.
 pub fn ledger(stored: &[Stored], budget: f64) -> Ledger {
     let spending: Vec<(NaiveDate, f64)> = stored.iter().map(|s| (s.date, s.rho)).collect();
@@ -782,10 +879,7 @@ pub fn ledger(stored: &[Stored], budget: f64) -> Ledger {
                 windows: WINDOWS.to_vec(),
                 mechanism: s.mechanism.clone(),
                 parameters: serde_json::from_str(&s.parameters).unwrap_or_default(),
-                sensitivity: Sensitivity {
-                    l2_per_histogram: 1,
-                    contribution: CONTRIBUTION.to_owned(),
-                },
+                sensitivity: stated_sensitivity(s),
                 rho: s.rho,
                 sha256: s.sha256.clone(),
                 spent_last_365_days: spent,
@@ -809,6 +903,8 @@ pub fn ledger(stored: &[Stored], budget: f64) -> Ledger {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::anonymize::{InstanceRecord, InstanceState, Record};
+    use crate::validation::Event;
     use rand_dp::rngs::StdRng;
     use rand_dp::SeedableRng;
 
@@ -845,15 +941,230 @@ mod tests {
             .insert("users".into(), [(10, 9_000), (500, 1_000)].into());
         i.first_seen.insert(date - Duration::days(3), 300);
         i.last_seen.insert(date, 10_000);
+        i.upgrades = [
+            (("4.8.0", "4.9.0"), 5_000),
+            (("4.9.0", "4.9.1"), 900),
+            (("1.0.0", "4.9.0"), 10),
+        ]
+        .into_iter()
+        .map(|((f, t), n)| ((f.to_owned(), t.to_owned()), n))
+        .collect();
+        // Most installs updated in the last weeks; a few long ago.
+        for d in 0..28 {
+            i.updated.insert(date - Duration::days(d), 200);
+        }
+        i.updated.insert(date - Duration::days(200), 15);
+        i.last_seen.insert(date - Duration::days(200), 1_000);
         i
     }
 
     #[test]
-    fn the_builtin_plan_has_twenty_histograms() {
+    fn the_builtin_plan_has_twenty_three_histograms() {
         let p = plan(DEFAULT_BUDGET);
-        assert_eq!(p.split.histograms, 20);
-        assert!((p.split.sigma.value() - 1060f64.sqrt()).abs() <= 1e-6);
-        assert_eq!(p.threshold, (5.0 * 1060f64.sqrt()).ceil() as i64);
+        assert_eq!(p.split.histograms, 23);
+        // sigma = sqrt(23 * 53 / (2 * 0.5)) = sqrt(1219)
+        assert!((p.split.sigma.value() - 1219f64.sqrt()).abs() <= 1e-6);
+        assert_eq!(p.threshold, 175);
+    }
+
+    #[test]
+    fn upgrades_and_updates_are_noisy_but_close_and_small_cells_are_hidden() {
+        let date = day("2026-12-01");
+        let p = plan(DEFAULT_BUDGET);
+        let sigma = p.split.sigma.value();
+        let close = |noisy: i64, truth: i64| (noisy - truth).abs() as f64 <= 6.0 * sigma;
+        for seed in 0..20 {
+            let mut mech = Mechanism::with_rng(StdRng::seed_from_u64(seed));
+            let r = build(&inputs(date), &p, date, &mut mech);
+            let paths: BTreeMap<_, _> = r
+                .upgrades
+                .iter()
+                .map(|u| ((u.from_version.as_str(), u.to_version.as_str()), u.installs))
+                .collect();
+            assert!(close(paths[&("4.8.0", "4.9.0")], 5_000), "{paths:?}");
+            assert!(close(paths[&("4.9.0", "4.9.1")], 900), "{paths:?}");
+            // Ten installs are far below the threshold of 5 sigma.
+            assert_eq!(paths.len(), 2, "{paths:?}");
+            assert!(r.upgrades[0].installs >= r.upgrades[1].installs);
+
+            // The three whole weeks before the release day's hold 1,400
+            // updates each, November (27 days of them) 5,400.
+            let week = |d: NaiveDate| {
+                r.events
+                    .weekly
+                    .iter()
+                    .find(|w| w.period == Interval::Week.period_start(d))
+            };
+            for back in [7, 14, 21] {
+                let w = week(date - Duration::days(back)).expect("a shown week");
+                assert!(close(w.updated.unwrap(), 1_400), "{w:?}");
+            }
+            let old = week(date - Duration::days(200)).expect("1,000 installs were last seen then");
+            assert_eq!(old.updated, None, "15 updates are hidden");
+            let november = r
+                .events
+                .monthly
+                .iter()
+                .find(|m| m.period == day("2026-11-01"))
+                .unwrap();
+            assert!(close(november.updated.unwrap(), 5_400), "{november:?}");
+            let updated: Vec<i64> = r.events.weekly.iter().filter_map(|w| w.updated).collect();
+            assert!(updated.iter().all(|n| *n >= p.threshold), "{updated:?}");
+            assert!(updated.iter().any(|n| *n != 1_400), "noise was added");
+
+            let text = csv(&r);
+            let row = format!("upgrades,4.8.0,4.9.0,{},", paths[&("4.8.0", "4.9.0")]);
+            assert!(text.contains(&row), "{text}");
+            assert!(!text.contains("upgrades,1.0.0,"), "{text}");
+            assert!(
+                text.contains("events_monthly,updated,2026-11-01,"),
+                "{text}"
+            );
+        }
+    }
+
+    /// A temporary database with every migration applied.
+    fn database() -> DbConn {
+        let mut conn = crate::db::Manager::new(":memory:")
+            .establish()
+            .expect("open SQLite in memory");
+        crate::db::run_migrations(&mut conn).expect("migrate");
+        conn
+    }
+
+    /// A report of install `id` on `day`.
+    fn report(id: u8, day: NaiveDate, event: Event, from: Option<&str>, to: &str) -> Record {
+        Record {
+            day,
+            product: "passbolt".into(),
+            event,
+            version: to.into(),
+            previous_version: from.map(str::to_owned),
+            edition: None,
+            infer_update: false,
+            report_hash: Some(rand::random()),
+            instance: Some(InstanceRecord {
+                hash: [id; 32],
+                state: InstanceState::default(),
+            }),
+        }
+    }
+
+    #[test]
+    fn an_install_contributes_one_update_however_many_it_sends() {
+        let date = day("2026-12-06");
+        let mut conn = database();
+        let update = |i: usize, d: &str| {
+            let (from, to) = (format!("4.9.{}", i - 1), format!("4.9.{i}"));
+            report(1, day(d), Event::Update, Some(&from), &to)
+        };
+        store::write_batch(
+            &mut conn,
+            &[report(1, day("2026-10-01"), Event::Install, None, "4.9.0")],
+        )
+        .unwrap();
+        // 50 updates in one week (and one month), in batches of their own
+        // and in one batch.
+        for i in 1..=20 {
+            store::write_batch(&mut conn, &[update(i, "2026-12-01")]).unwrap();
+        }
+        let rest: Vec<Record> = (21..=50).map(|i| update(i, "2026-12-03")).collect();
+        store::write_batch(&mut conn, &rest).unwrap();
+        // A legacy client says "install" after an update: the collector
+        // infers it, in the week of November 9.
+        let legacy = |d: &str, v: &str| Record {
+            infer_update: true,
+            ..report(2, day(d), Event::Install, None, v)
+        };
+        store::write_batch(&mut conn, &[legacy("2026-11-02", "4.8.0")]).unwrap();
+        store::write_batch(&mut conn, &[legacy("2026-11-10", "4.9.0")]).unwrap();
+        // Reports without an update keep the install's latest update.
+        store::write_batch(&mut conn, &[legacy("2026-12-05", "4.9.0")]).unwrap();
+        // An install that never updated.
+        store::write_batch(
+            &mut conn,
+            &[report(3, day("2026-12-02"), Event::Install, None, "4.9.0")],
+        )
+        .unwrap();
+
+        let p = plan(1e6);
+        let inputs = read_inputs(&mut conn, &p, date).unwrap();
+        let paths = |pairs: &[(&str, &str)]| -> BTreeMap<(String, String), i64> {
+            pairs
+                .iter()
+                .map(|(f, t)| ((f.to_string(), t.to_string()), 1))
+                .collect()
+        };
+        assert_eq!(
+            inputs.upgrades,
+            paths(&[("4.9.49", "4.9.50"), ("4.8.0", "4.9.0")])
+        );
+        assert_eq!(
+            inputs.updated,
+            [(day("2026-11-10"), 1), (day("2026-12-03"), 1)].into()
+        );
+
+        // At a budget so large that the noise is nearly always zero and the
+        // threshold is 1, the release shows the bound itself.
+        assert_eq!(p.threshold, 1);
+        let r = build(
+            &inputs,
+            &p,
+            date,
+            &mut Mechanism::with_rng(StdRng::seed_from_u64(5)),
+        );
+        let updated = |rows: &[PeriodCount], period: &str| {
+            rows.iter()
+                .find(|r| r.period == day(period))
+                .and_then(|r| r.updated)
+        };
+        assert_eq!(updated(&r.events.weekly, "2026-11-30"), Some(1));
+        assert_eq!(updated(&r.events.weekly, "2026-11-09"), Some(1));
+        assert_eq!(updated(&r.events.monthly, "2026-12-01"), Some(1));
+        assert_eq!(updated(&r.events.monthly, "2026-11-01"), Some(1));
+        let total: i64 = r.events.weekly.iter().filter_map(|w| w.updated).sum();
+        assert_eq!(total, 2);
+        let shown: Vec<(&str, &str, i64)> = r
+            .upgrades
+            .iter()
+            .map(|u| (u.from_version.as_str(), u.to_version.as_str(), u.installs))
+            .collect();
+        assert_eq!(
+            shown,
+            [("4.8.0", "4.9.0", 1), ("4.9.49", "4.9.50", 1)],
+            "{shown:?}"
+        );
+        assert_eq!(r.sensitivity.events_per_install, 1);
+    }
+
+    #[test]
+    fn releases_of_format_1_still_parse_and_keep_their_csv() {
+        let date = day("2026-12-01");
+        let p = plan(DEFAULT_BUDGET);
+        let r = build(
+            &inputs(date),
+            &p,
+            date,
+            &mut Mechanism::with_rng(StdRng::seed_from_u64(3)),
+        );
+        let mut old = serde_json::to_value(&r).unwrap();
+        old["format"] = 1.into();
+        old.as_object_mut().unwrap().remove("upgrades");
+        old["sensitivity"]
+            .as_object_mut()
+            .unwrap()
+            .remove("events_per_install");
+        for table in ["weekly", "monthly"] {
+            for p in old["events"][table].as_array_mut().unwrap() {
+                p.as_object_mut().unwrap().remove("updated");
+            }
+        }
+        let parsed: Release = serde_json::from_value(old).unwrap();
+        assert!(parsed.upgrades.is_empty());
+        assert!(parsed.events.weekly.iter().all(|w| w.updated.is_none()));
+        let text = csv(&parsed);
+        assert!(!text.contains("upgrades") && !text.contains(",updated,"));
+        assert!(text.contains("versions,,4.9.0,"), "{text}");
     }
 
     #[test]

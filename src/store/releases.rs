@@ -119,3 +119,46 @@ pub fn installs_per_day(
     };
     Ok(rows.into_iter().collect())
 }
+
+/// Installs of `product` whose latest update fell in the days `from` to
+/// `to`, per (from version, to version) of that update. Updates whose
+/// previous version is not known make no path.
+pub fn upgrade_paths(
+    conn: &mut DbConn,
+    product: &str,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> QueryResult<BTreeMap<(String, String), i64>> {
+    let rows: Vec<(String, String, i64)> = with_conn!(conn, |c| instances::table
+        .filter(instances::product.eq(product))
+        .filter(instances::upgraded_on.between(from, to))
+        .filter(instances::upgraded_from.ne(""))
+        .group_by((instances::upgraded_from, instances::upgraded_to))
+        .select((
+            instances::upgraded_from,
+            instances::upgraded_to,
+            diesel::dsl::count_star(),
+        ))
+        .load::<(String, String, i64)>(c))?;
+    Ok(rows.into_iter().map(|(f, t, n)| ((f, t), n)).collect())
+}
+
+/// Installs of `product` per day of their latest update, for the days
+/// `from` to `to`.
+pub fn updates_per_day(
+    conn: &mut DbConn,
+    product: &str,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> QueryResult<BTreeMap<NaiveDate, i64>> {
+    let rows: Vec<(Option<NaiveDate>, i64)> = with_conn!(conn, |c| instances::table
+        .filter(instances::product.eq(product))
+        .filter(instances::upgraded_on.between(from, to))
+        .group_by(instances::upgraded_on)
+        .select((instances::upgraded_on, diesel::dsl::count_star()))
+        .load::<(Option<NaiveDate>, i64)>(c))?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(d, n)| d.map(|d| (d, n)))
+        .collect())
+}

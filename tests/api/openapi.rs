@@ -522,6 +522,65 @@ async fn document_lists_exactly_the_served_routes(db: TestDb) {
 }
 on_both_backends!(document_lists_exactly_the_served_routes);
 
+/// A release with every kind of figure shown, as served, validates against
+/// the documented schema, and so does one of format 1 as stored before
+/// upgrades and updates were published; a release of format 2 without
+/// them does not.
+async fn releases_of_both_formats_match_the_documented_schema(db: TestDb) {
+    let app = spawn_app(db).await;
+    let mut records = times(40, || install(3, "4.9.0"));
+    records.extend(times(40, || update(0, "4.9.0", "4.10.1")));
+    seed(&app.db, &records);
+    crate::releases::publish_with(&app.db, 1e4, test_today(), 7).unwrap();
+    let contract = Contract::new(serde_json::from_str(DOCUMENT).unwrap());
+    let schema = "#/components/schemas/Release";
+    let body = app
+        .get_anonymous("/api/v1/public/releases/latest")
+        .await
+        .json();
+    assert!(!body["upgrades"].as_array().unwrap().is_empty(), "{body}");
+    assert!(
+        body["events"]["weekly"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["updated"].is_i64()),
+        "{body}"
+    );
+    contract.validate(schema, &body).unwrap();
+    let manifest = format!("/api/v1/public/releases/{}/manifest.json", test_today());
+    let manifest = app.get_anonymous(&manifest).await.json();
+    assert_eq!(manifest["sensitivity"]["events_per_install"], 1);
+    contract
+        .validate("#/components/schemas/ReleaseManifest", &manifest)
+        .unwrap();
+
+    let mut old = body.clone();
+    old["format"] = json!(1);
+    old.as_object_mut().unwrap().remove("upgrades");
+    old["sensitivity"]
+        .as_object_mut()
+        .unwrap()
+        .remove("events_per_install");
+    for table in ["weekly", "monthly"] {
+        for p in old["events"][table].as_array_mut().unwrap() {
+            p.as_object_mut().unwrap().remove("updated");
+        }
+    }
+    contract.validate(schema, &old).unwrap();
+    let mut without = body.clone();
+    without.as_object_mut().unwrap().remove("upgrades");
+    assert!(contract.validate(schema, &without).is_err());
+    let mut without = body.clone();
+    without["events"]["weekly"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("updated");
+    assert!(contract.validate(schema, &without).is_err());
+    app.stop().await;
+}
+on_both_backends!(releases_of_both_formats_match_the_documented_schema);
+
 /// Takes the database away from a running collector: SQLite is locked by
 /// another connection, a PostgreSQL database is renamed. Returns the
 /// connection that undoes it.

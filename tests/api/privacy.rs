@@ -186,8 +186,8 @@ async fn stored_values_are_closed_vocabulary_and_days(db: TestDb) {
             ]
             .contains(&value.as_str()),
             ("settings", "value") => is_hash(&value),
-            (_, "day" | "first_seen" | "last_seen") => is_day(&value),
-            (_, "version" | "previous_version" | "value") => {
+            (_, "day" | "first_seen" | "last_seen" | "upgraded_on") => is_day(&value),
+            (_, "version" | "previous_version" | "upgraded_from" | "upgraded_to" | "value") => {
                 allowed.contains(&value) || is_valid_version(&value)
             }
             _ => allowed.contains(&value) || is_int(&value),

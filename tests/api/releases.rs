@@ -1,7 +1,8 @@
 //! Public releases against the real collector: the public routes answer
 //! from stored releases only (the same bytes while reports arrive), need no
 //! token while the live routes still do, the figures are noisy but close,
-//! no published cell is below the threshold, the ledger adds up, and a
+//! no published cell is below the threshold, upgrades and updates count one
+//! update per install and none of an erased one, the ledger adds up, and a
 //! release over the budget is refused.
 
 use std::process::Command;
@@ -15,10 +16,10 @@ use serde_json::Value;
 
 use crate::helpers::*;
 use crate::on_both_backends;
-use crate::stats_seed::{install, seed, times, RecordExt};
+use crate::stats_seed::{install, seed, times, update, RecordExt};
 
-/// A budget large enough that sigma is about 1.6 (threshold 9) for the
-/// built-in catalog's 20 histograms at the weekly cadence: small seeded
+/// A budget large enough that sigma is about 1.75 (threshold 9) for the
+/// built-in catalog's 23 histograms at the weekly cadence: small seeded
 /// populations then show.
 const TEST_BUDGET: f64 = 200.0;
 
@@ -196,6 +197,7 @@ fn counts(r: &Value) -> Vec<(String, i64)> {
                         "instances",
                         "first_seen",
                         "last_seen",
+                        "updated",
                     ]
                     .contains(&k.as_str())
                     {
@@ -237,7 +239,7 @@ async fn figures_are_noisy_but_close_and_none_is_below_the_threshold(db: TestDb)
     let threshold = p["threshold"].as_i64().unwrap();
     assert!(sigma > 1.0 && sigma < 2.0, "sigma {sigma}");
     assert_eq!(threshold, (5.0 * sigma).ceil() as i64);
-    assert_eq!(p["histograms"], 20);
+    assert_eq!(p["histograms"], 23);
     assert!((p["rho"].as_f64().unwrap() - stored.rho).abs() < 1e-15);
     let close = |v: &Value, truth: i64| {
         let n = v.as_i64().unwrap_or_else(|| panic!("{v} is not shown"));
@@ -317,6 +319,169 @@ async fn figures_are_noisy_but_close_and_none_is_below_the_threshold(db: TestDb)
     app.stop().await;
 }
 on_both_backends!(figures_are_noisy_but_close_and_none_is_below_the_threshold);
+
+/// A v1 report of install `id`: an install of `to`, or an update to it.
+fn report_of(id: &uuid::Uuid, from: Option<&str>, to: &str) -> Value {
+    serde_json::json!({
+        "schema_version": 1,
+        "report_id": uuid::Uuid::new_v4().to_string(),
+        "instance_id": id.to_string(),
+        "product": "passbolt",
+        "event": if from.is_some() { "update" } else { "install" },
+        "version": to,
+        "previous_version": from,
+        "attributes": {"edition": "ce"},
+    })
+}
+
+/// Posts reports, each of which must be stored.
+async fn post_all(app: &TestApp, reports: impl IntoIterator<Item = Value>) {
+    for r in reports {
+        let reply = app.post_report(&r).await;
+        assert_eq!(reply.status, 202, "{}", reply.text());
+    }
+}
+
+/// The figure of the period starting on `period`, if its row is shown.
+fn period(rows: &Value, period: NaiveDate) -> Option<&Value> {
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["period"] == period.to_string())
+}
+
+async fn upgrades_and_updates_count_each_install_once_and_none_erased(db: TestDb) {
+    use anonstats::reporting::Interval;
+    let today = test_today();
+    let early = today - Duration::days(14);
+    let ids = |n: usize| -> Vec<uuid::Uuid> { (0..n).map(|_| uuid::Uuid::new_v4()).collect() };
+    let (updaters, small_path, stayers, early_updaters) = (ids(30), ids(3), ids(20), ids(2));
+    let heavy = uuid::Uuid::new_v4();
+
+    // Two weeks ago every install arrives; two update at once.
+    let before = spawn_app_with(db, |c| c.clock = anonstats::clock::Clock::Fixed(early)).await;
+    let mut reports: Vec<Value> = updaters
+        .iter()
+        .chain(&stayers)
+        .chain([&heavy])
+        .map(|id| report_of(id, None, "4.9.0"))
+        .collect();
+    reports.extend(small_path.iter().map(|id| report_of(id, None, "4.8.0")));
+    for id in &early_updaters {
+        reports.push(report_of(id, None, "4.8.0"));
+        reports.push(report_of(id, Some("4.8.0"), "4.9.0"));
+    }
+    post_all(&before, reports).await;
+    before.stop().await;
+
+    // Today 34 installs update, one of them with 50 update reports.
+    let app = spawn_app_with(before.db, |c| c.releases.budget = TEST_BUDGET).await;
+    let mut reports: Vec<Value> = updaters
+        .iter()
+        .map(|id| report_of(id, Some("4.9.0"), "4.10.1"))
+        .collect();
+    reports.extend((0..50).map(|_| report_of(&heavy, Some("4.9.0"), "4.10.1")));
+    reports.extend(
+        small_path
+            .iter()
+            .map(|id| report_of(id, Some("4.8.0"), "4.10.1")),
+    );
+    post_all(&app, reports).await;
+    assert_eq!(app.db.reports("event = 'update'"), 30 + 50 + 3 + 2);
+
+    let stored = publish_with(&app.db, TEST_BUDGET, today, 21).unwrap();
+    let r: Value = serde_json::from_str(&stored.body).unwrap();
+    let sigma = r["parameters"]["sigma"].as_f64().unwrap();
+    let threshold = r["parameters"]["threshold"].as_i64().unwrap();
+    let close = |v: &Value, truth: i64| {
+        let n = v.as_i64().unwrap_or_else(|| panic!("{v} is not shown"));
+        assert!(
+            (n - truth).abs() as f64 <= 6.0 * sigma,
+            "{n} vs {truth} (sigma {sigma}; counting reports would give far more)"
+        );
+    };
+    assert_eq!(r["format"], 2);
+    assert_eq!(r["sensitivity"]["events_per_install"], 1);
+    // One path is shown: 31 installs (not 80 update reports). The paths of
+    // 3 and 2 installs are below the threshold.
+    let upgrades = r["upgrades"].as_array().unwrap();
+    assert_eq!(upgrades.len(), 1, "{upgrades:?}");
+    assert_eq!(upgrades[0]["from_version"], "4.9.0");
+    assert_eq!(upgrades[0]["to_version"], "4.10.1");
+    close(&upgrades[0]["installs"], 31);
+    let week = |d: NaiveDate| Interval::Week.period_start(d);
+    let month = |d: NaiveDate| Interval::Month.period_start(d);
+    let weekly = &r["events"]["weekly"];
+    close(&period(weekly, week(today)).unwrap()["updated"], 34);
+    // Two weeks ago, 56 installs were first seen and 2 updated: the row
+    // shows, its updated cell does not.
+    let then = period(weekly, week(early)).expect("the week of the first reports");
+    close(&then["first_seen"], 56);
+    assert_eq!(then["updated"], Value::Null, "{then}");
+    let monthly = &r["events"]["monthly"];
+    if month(early) == month(today) {
+        close(&period(monthly, month(today)).unwrap()["updated"], 36);
+    } else {
+        close(&period(monthly, month(today)).unwrap()["updated"], 34);
+        assert_eq!(
+            period(monthly, month(early)).unwrap()["updated"],
+            Value::Null
+        );
+    }
+    for (name, n) in counts(&r) {
+        assert!(n >= threshold, "{name} = {n} is below {threshold}");
+    }
+    let csv = app
+        .get_anonymous("/api/v1/public/releases/latest?format=csv")
+        .await
+        .text();
+    let path_row = format!("upgrades,4.9.0,4.10.1,{},", upgrades[0]["installs"]);
+    assert!(csv.contains(&path_row), "{csv}");
+    assert!(
+        csv.contains(&format!("events_weekly,updated,{},", week(today))),
+        "{csv}"
+    );
+
+    // The heavy install is erased. The next release, at a budget so large
+    // that its noise is zero and its threshold 1, shows the exact counts:
+    // every path and week without it.
+    let erased = app
+        .post(
+            "/api/v1/erasures",
+            "application/json",
+            serde_json::json!({"product": "passbolt", "instance_id": heavy})
+                .to_string()
+                .into_bytes(),
+        )
+        .await;
+    assert_eq!(erased.status, 202, "{}", erased.text());
+    let tomorrow = today + Duration::days(1);
+    let next = publish_with(&app.db, 1e6, tomorrow, 22)
+        .unwrap()
+        .release()
+        .unwrap();
+    assert_eq!(next.parameters.threshold, 1);
+    let paths: Vec<(&str, &str, i64)> = next
+        .upgrades
+        .iter()
+        .map(|u| (u.from_version.as_str(), u.to_version.as_str(), u.installs))
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            ("4.9.0", "4.10.1", 30),
+            ("4.8.0", "4.10.1", 3),
+            ("4.8.0", "4.9.0", 2)
+        ]
+    );
+    let updated = |rows: &[release::PeriodCount], p: NaiveDate| {
+        rows.iter().find(|r| r.period == p).and_then(|r| r.updated)
+    };
+    assert_eq!(updated(&next.events.weekly, week(today)), Some(33));
+    assert_eq!(updated(&next.events.weekly, week(early)), Some(2));
+    app.stop().await;
+}
+on_both_backends!(upgrades_and_updates_count_each_install_once_and_none_erased);
 
 async fn the_ledger_adds_up_and_an_over_budget_release_is_refused(db: TestDb) {
     let budget = 1.0;
@@ -471,7 +636,9 @@ async fn the_public_page_draws_the_latest_release(db: TestDb) {
         return;
     };
     let app = spawn_app_with(db, |c| c.releases.budget = TEST_BUDGET).await;
-    seed(&app.db, &population());
+    let mut records = population();
+    records.extend(times(30, || update(0, "4.9.0", "4.10.1")));
+    seed(&app.db, &records);
     let stored = publish_with(&app.db, TEST_BUDGET, test_today(), 4).unwrap();
     let r = stored.release().unwrap();
     let url = format!("{}/public", app.address);
@@ -492,6 +659,22 @@ async fn the_public_page_draws_the_latest_release(db: TestDb) {
         .map(|v| (v.version.clone(), v.installs.to_string()))
         .collect();
     assert_eq!(drawn, expected);
+    let drawn = crate::dashboard::chart_values(&dom, "upgrades", "data-key");
+    let expected: Vec<(String, String)> = r
+        .upgrades
+        .iter()
+        .map(|u| {
+            let key = format!("{} → {}", u.from_version, u.to_version);
+            (key, u.installs.to_string())
+        })
+        .collect();
+    assert_eq!(expected.len(), 1);
+    assert_eq!(drawn, expected);
+    let updated = r.events.monthly.iter().filter(|m| m.updated.is_some());
+    assert_eq!(
+        crate::dashboard::chart_values(&dom, "updated", "data-key").len(),
+        updated.count()
+    );
     // Each figure shows its noise as ± 2 sigma.
     let half = (2.0 * r.parameters.sigma).round() as i64;
     assert!(dom.contains(&format!("± {half}")), "{dom}");

@@ -110,6 +110,20 @@ async fn the_demo_command_gives_a_year_of_daily_history(db: TestDb) {
     assert!(upgrades["rows"].as_array().unwrap().len() >= 8);
     let counters = app.get("/api/v1/stats/counters").await.json();
     assert!(counters["rows"].as_array().unwrap().len() >= 4);
+    // The snapshots keep each install's latest update, which the public
+    // releases count: many installs, over many days.
+    let db = &app.db;
+    let updated = db.count("instances WHERE upgraded_on IS NOT NULL AND upgraded_from <> ''");
+    assert!(updated * 4 >= db.count("instances"), "{updated} updated");
+    let days = scalar(
+        &mut db.conn(),
+        "SELECT CAST(COUNT(DISTINCT upgraded_on) AS BIGINT) AS n FROM instances",
+    );
+    assert!(days >= 100, "latest updates on {days} days");
+    assert_eq!(
+        db.count("instances WHERE upgraded_on IS NULL AND upgraded_from <> ''"),
+        0
+    );
     // Marked as synthetic where a person looks: the dashboard, and the
     // public page, whose releases would otherwise pass for real figures.
     assert!(app.get("/").await.text().contains("synthetic reports"));
