@@ -9,13 +9,28 @@
 //! file (that it exists, or that it can be created) so that a mistyped path
 //! gets a clear answer at once. Migrations for both backends are embedded
 //! and run before the pool serves anything.
+//!
+//! Every connection a pool opens belongs to a generation of its
+//! [`Storage`], shared by all the pools of one collector. A storage failure
+//! (a failed flush, checkpoint or transaction, or a disk I/O error on any
+//! connection) starts a new generation: from then on each connection of an
+//! older one is reported broken and closed instead of being used again, and
+//! no new connection is opened until every older one is closed. A database
+//! is thus never reopened while connections that saw the failure are still
+//! open; on SQLite, where the connections of one process share the WAL index
+//! and file descriptors, that is what makes the first new connection read
+//! the log and the database file again, as they are on disk.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use diesel::connection::SimpleConnection;
+use diesel::connection::{Instrumentation, InstrumentationEvent, SimpleConnection};
 use diesel::r2d2::{self, ManageConnection};
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::{Connection, ConnectionError, PgConnection, SqliteConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
@@ -309,14 +324,22 @@ pub type PooledConn = r2d2::PooledConnection<Manager>;
 pub struct Manager {
     url: String,
     backend: Result<Backend, DatabaseError>,
+    storage: Storage,
 }
 
 impl Manager {
-    /// A manager for `url` (see the module documentation for the syntax).
+    /// A manager for `url` (see the module documentation for the syntax),
+    /// with a [`Storage`] of its own.
     pub fn new(url: &str) -> Manager {
+        Manager::sharing(url, &Storage::default())
+    }
+
+    /// A manager for `url` whose connections are of `storage`'s generations.
+    pub fn sharing(url: &str, storage: &Storage) -> Manager {
         Manager {
             url: url.to_owned(),
             backend: Backend::parse(url),
+            storage: storage.clone(),
         }
     }
 
@@ -367,16 +390,289 @@ impl ManageConnection for Manager {
     type Error = r2d2::Error;
 
     fn connect(&self) -> Result<DbConn, r2d2::Error> {
-        self.establish().map_err(r2d2::Error::ConnectionError)
+        // Taken before the connection is opened, and given back if opening
+        // fails: a connection opened while a failure is recorded belongs to
+        // the generation before it, and is closed at its first use.
+        let stamp = self.storage.stamp().map_err(r2d2::Error::ConnectionError)?;
+        let mut conn = self.establish().map_err(r2d2::Error::ConnectionError)?;
+        conn.set_instrumentation(stamp);
+        Ok(conn)
     }
 
     fn is_valid(&self, conn: &mut DbConn) -> Result<(), r2d2::Error> {
+        if !self.storage.is_current(conn) {
+            return Err(r2d2::Error::QueryError(DieselError::DatabaseError(
+                DatabaseErrorKind::Unknown,
+                Box::new(RETIRED.to_owned()),
+            )));
+        }
         conn.batch_execute("SELECT 1")
             .map_err(r2d2::Error::QueryError)
     }
 
     fn has_broken(&self, conn: &mut DbConn) -> bool {
-        r2d2::R2D2Connection::is_broken(conn)
+        !self.storage.is_current(conn) || r2d2::R2D2Connection::is_broken(conn)
+    }
+}
+
+/// Why a pool closes a connection instead of handing it out.
+const RETIRED: &str = "connection opened before a storage failure";
+/// Why no connection is opened now.
+const REOPENING: &str = "the database is reopened after a storage failure";
+
+/// What every pool of one database shares: the generation of its
+/// connections (see the module documentation), a count of the connections
+/// open in each, and the test-only [`Faults`].
+///
+/// The generation is raised by [`Storage::fail`], by whoever sees a failure
+/// (the writer, its sync thread, the checkpointer, or any connection that
+/// gets a disk I/O error from SQLite). The writer compares generations to
+/// know that a failure happened between a commit and its flush, and resumes
+/// only with a connection of the latest generation that passed
+/// `store::check_storage`.
+#[derive(Debug, Clone, Default)]
+pub struct Storage(Arc<Shared>);
+
+#[derive(Debug, Default)]
+struct Shared {
+    /// Generation of the connections opened from now on.
+    generation: AtomicU64,
+    /// Connections open, by generation. Raising the generation takes this
+    /// lock too, so that a connection cannot be counted in a generation
+    /// older than the one it was allowed to open in.
+    open: Mutex<BTreeMap<u64, usize>>,
+    io_errors: AtomicU64,
+    faults: Faults,
+}
+
+impl Storage {
+    /// A storage whose flushes and checkpoints fail as `faults` says.
+    pub fn new(faults: Faults) -> Storage {
+        Storage(Arc::new(Shared {
+            faults,
+            ..Shared::default()
+        }))
+    }
+
+    /// The failures injected into flushes and checkpoints.
+    pub fn faults(&self) -> &Faults {
+        &self.0.faults
+    }
+
+    /// The current generation: the number of failures recorded so far.
+    pub fn generation(&self) -> u64 {
+        self.0.generation.load(Ordering::SeqCst)
+    }
+
+    /// Records a failure: every connection open now is retired (closed when
+    /// it is next returned to or taken from its pool), and no connection is
+    /// opened until they are all closed. Returns the new generation.
+    pub fn fail(&self) -> u64 {
+        let _open = self.0.open.lock().unwrap_or_else(|e| e.into_inner());
+        self.0.generation.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Records a failure that was an I/O error of the storage (a flush, a
+    /// checkpoint, a disk I/O error), counted apart for the metrics.
+    pub fn fail_io(&self) -> u64 {
+        self.0.io_errors.fetch_add(1, Ordering::Relaxed);
+        self.fail()
+    }
+
+    /// I/O errors recorded so far.
+    pub fn io_errors(&self) -> u64 {
+        self.0.io_errors.load(Ordering::Relaxed)
+    }
+
+    /// Connections of an older generation than the current one still open.
+    pub fn retired_open(&self) -> usize {
+        let open = self.0.open.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.generation();
+        open.range(..current).map(|(_, n)| n).sum()
+    }
+
+    /// Whether `conn` belongs to the current generation. A connection
+    /// opened outside a pool (by [`Manager::establish`]) belongs to none
+    /// and is always current.
+    fn is_current(&self, conn: &mut DbConn) -> bool {
+        generation_of(conn).is_none_or(|g| g == self.generation())
+    }
+
+    /// Counts a connection about to be opened in the current generation,
+    /// unless connections of an older one are still open.
+    fn stamp(&self) -> Result<Stamp, ConnectionError> {
+        let mut open = self.0.open.lock().unwrap_or_else(|e| e.into_inner());
+        let generation = self.generation();
+        let retired: usize = open.range(..generation).map(|(_, n)| n).sum();
+        if retired > 0 {
+            return Err(ConnectionError::BadConnection(format!(
+                "{REOPENING} once the {retired} connection(s) opened before it are closed"
+            )));
+        }
+        *open.entry(generation).or_default() += 1;
+        Ok(Stamp {
+            generation,
+            storage: self.clone(),
+        })
+    }
+
+    fn closed(&self, generation: u64) {
+        let mut open = self.0.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&generation) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&generation);
+            }
+        }
+    }
+}
+
+/// The generation `conn` was opened in, when a pool opened it.
+pub fn generation_of(conn: &mut DbConn) -> Option<u64> {
+    conn.instrumentation()
+        .downcast_ref::<Stamp>()
+        .map(|s| s.generation)
+}
+
+/// Closes the idle connections of `pool` retired by a failure (each one
+/// taken is checked, and a retired one is closed instead of handed out).
+/// Connections in use are closed when they are returned.
+pub fn close_retired(pool: &Pool) {
+    let mut current = Vec::new();
+    while let Some(conn) = pool.try_get() {
+        current.push(conn);
+    }
+}
+
+/// Carried by each pooled connection (as its diesel instrumentation, the
+/// one place a connection can carry data of ours): its generation, kept
+/// counted until the connection is dropped. It also watches every statement
+/// for SQLite's disk I/O errors, so that a commit or read of any connection
+/// that saw the disk fail is a storage failure too: such an error is
+/// reported once, and the next flush of the same file may succeed although
+/// the data never reached the disk.
+struct Stamp {
+    generation: u64,
+    storage: Storage,
+}
+
+impl Instrumentation for Stamp {
+    fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
+        if let InstrumentationEvent::FinishQuery {
+            error: Some(error), ..
+        } = event
+        {
+            if is_io_error(error) {
+                let generation = self.storage.fail_io();
+                tracing::error!(
+                    error = %error,
+                    generation,
+                    "disk I/O error: refusing reports until the database is reopened"
+                );
+            }
+        }
+    }
+}
+
+impl Drop for Stamp {
+    fn drop(&mut self) {
+        self.storage.closed(self.generation);
+    }
+}
+
+/// Whether SQLite reported an I/O error of the disk (`SQLITE_IOERR` and its
+/// extended codes, which diesel reports by their message only).
+pub fn is_io_error(e: &DieselError) -> bool {
+    matches!(e, DieselError::DatabaseError(_, info) if info.message().starts_with("disk I/O error"))
+}
+
+/// Logs the pools' errors: retired connections closed, and connections
+/// held back until they are, at debug level (they are the design at work);
+/// anything else as an error, as r2d2 does.
+#[derive(Debug)]
+struct LogErrors;
+
+impl r2d2::HandleError<r2d2::Error> for LogErrors {
+    fn handle_error(&self, error: r2d2::Error) {
+        match &error {
+            r2d2::Error::QueryError(DieselError::DatabaseError(_, info))
+                if info.message() == RETIRED =>
+            {
+                tracing::debug!("closed a connection opened before a storage failure")
+            }
+            r2d2::Error::ConnectionError(ConnectionError::BadConnection(m))
+                if m.starts_with(REOPENING) =>
+            {
+                tracing::debug!(reason = %m, "connection not opened yet")
+            }
+            _ => tracing::error!(error = %error, "database connection error"),
+        }
+    }
+}
+
+/// Environment variable naming a directory whose files make flushes and
+/// checkpoints fail, for tests (see [`Faults`]).
+pub const FAULTS_ENV: &str = "ANONSTATS_STORAGE_FAULTS";
+
+/// A storage operation that [`Faults`] can make fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Flushing commits to disk: the writer's `fdatasync` of the SQLite WAL
+    /// or its commit flush on PostgreSQL, and the flushes of a recovery.
+    Flush,
+    /// A SQLite checkpoint (background or in a recovery).
+    Checkpoint,
+}
+
+impl Fault {
+    fn file_name(self) -> &'static str {
+        match self {
+            Fault::Flush => "flush",
+            Fault::Checkpoint => "checkpoint",
+        }
+    }
+}
+
+/// Fault injection for tests: with a directory set (the hidden
+/// [`FAULTS_ENV`] variable), every flush fails with `EIO` while a file
+/// named `flush` exists in it, and every checkpoint while one named
+/// `checkpoint` does. Without one (always, outside tests) nothing is looked
+/// at.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    dir: Option<PathBuf>,
+}
+
+impl Faults {
+    /// Faults triggered by files in `dir`.
+    pub fn in_dir(dir: impl Into<PathBuf>) -> Faults {
+        Faults {
+            dir: Some(dir.into()),
+        }
+    }
+
+    /// The faults [`FAULTS_ENV`] asks for, if any.
+    pub fn from_env() -> Faults {
+        Faults {
+            dir: std::env::var_os(FAULTS_ENV)
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from),
+        }
+    }
+
+    /// The directory watched, if any.
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
+    /// `EIO` while `fault` is triggered.
+    pub fn check(&self, fault: Fault) -> std::io::Result<()> {
+        match &self.dir {
+            Some(dir) if dir.join(fault.file_name()).exists() => {
+                Err(std::io::Error::from_raw_os_error(libc::EIO))
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -453,12 +749,20 @@ fn sqlite_path(url: &str) -> &str {
 /// collector resumes by itself. The check costs one round trip per checkout,
 /// which the writer pays once per batch.
 pub fn pool(url: &str, max_size: u32) -> Pool {
+    pool_sharing(url, max_size, &Storage::default())
+}
+
+/// Builds a pool like [`pool`] whose connections are of `storage`'s
+/// generations: a failure recorded through any pool of the storage closes
+/// the connections of all of them.
+pub fn pool_sharing(url: &str, max_size: u32, storage: &Storage) -> Pool {
     r2d2::Pool::builder()
         .max_size(max_size)
         .min_idle(Some(0))
         .connection_timeout(Duration::from_secs(2))
         .test_on_check_out(true)
-        .build_unchecked(Manager::new(url))
+        .error_handler(Box::new(LogErrors))
+        .build_unchecked(Manager::sharing(url, storage))
 }
 
 /// Applies every pending embedded migration for the connection's backend.

@@ -6,29 +6,41 @@
 //! full queue or a database error is answered at once, so a client is told
 //! to retry instead of being told "stored" for a report that is not on disk.
 //!
-//! When a transaction or a connection fails, the database is considered down:
-//! new reports are refused at once (503) instead of queueing behind a dead
-//! connection, and the writer probes the database in the background until it
-//! answers again, then resumes by itself.
+//! When a transaction, a connection, a flush or a checkpoint fails, the
+//! database is considered down: new reports are refused at once (503)
+//! instead of queueing behind a dead connection, and reports committed but
+//! not yet flushed are refused too. A database that answers a query again is
+//! not enough to resume: Linux reports a failed write-back to one flush only
+//! and may drop the pages that were not written, so after a flush or a
+//! checkpoint failed, a later flush can succeed although earlier commits
+//! never reached the disk, and the connections may still see them. So the
+//! writer resumes only after a reopen ([`recover`]): every connection of
+//! every pool of the database is closed (see [`db::Storage`]), a new one is
+//! opened and passes [`store::check_storage`], and only then are reports
+//! acknowledged again. A report retried after that is answered `duplicate`
+//! only if the reopened database has it, and stored again otherwise.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
 use crate::anonymize::Record;
-use crate::db::Pool;
+use crate::db::{self, Pool, Storage};
 use crate::metrics::{self, Histogram, BATCH_SIZE_BUCKETS, COMMIT_SECONDS_BUCKETS};
 use crate::store::{self, CommitSync, Outcome};
 
 /// How long the writer waits for a connection before failing a batch: well
 /// under the one second within which a client must hear 503.
 const CONNECTION_WAIT: Duration = Duration::from_millis(300);
-/// Least time between two probes of a database known to be down.
+/// Least time between two attempts to reopen a database known to be down.
 const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+/// How long one attempt to reopen the database waits for the connections
+/// opened before the failure to be closed (by the requests using them).
+const RECOVERY_WAIT: Duration = Duration::from_secs(1);
 /// How long the writer sleeps waiting for work before checking on the database.
 const IDLE_WAIT: Duration = Duration::from_millis(200);
 
@@ -77,10 +89,21 @@ pub struct WriterState {
     /// (in the transaction, or committed and waiting for the flush).
     unanswered: AtomicUsize,
     healthy: AtomicBool,
-    /// Set after a failed connection or transaction, cleared by a probe that
-    /// reached the database.
-    database_down: AtomicBool,
+    /// Generations of the database's connections: each failure starts a
+    /// new one.
+    storage: Storage,
+    /// The storage's generation when intake last resumed: while the current
+    /// one differs, a failure is not yet followed by a reopen, and reports
+    /// are refused.
+    resumed_in: AtomicU64,
     database_errors: AtomicU64,
+    recoveries: AtomicU64,
+    /// Held by the checkpointer from a checkpoint until its failure is
+    /// recorded, and by the sync thread from the end of a flush until its
+    /// reports are answered: a checkpoint that got an I/O error may have
+    /// used up the error a concurrent flush should have seen, so its failure
+    /// is recorded before that flush's reports are answered.
+    flush_order: Mutex<()>,
     /// Reports per transaction (committed or not).
     pub batch_size: Histogram,
     /// Seconds from the start of a batch until it is committed and flushed.
@@ -89,19 +112,27 @@ pub struct WriterState {
 
 impl Default for WriterState {
     fn default() -> Self {
-        WriterState {
-            queued: AtomicUsize::new(0),
-            unanswered: AtomicUsize::new(0),
-            healthy: AtomicBool::new(true),
-            database_down: AtomicBool::new(false),
-            database_errors: AtomicU64::new(0),
-            batch_size: Histogram::new(BATCH_SIZE_BUCKETS),
-            commit_seconds: Histogram::new(COMMIT_SECONDS_BUCKETS),
-        }
+        WriterState::new(Storage::default())
     }
 }
 
 impl WriterState {
+    /// The state of a writer whose pools share `storage`.
+    pub fn new(storage: Storage) -> WriterState {
+        WriterState {
+            queued: AtomicUsize::new(0),
+            unanswered: AtomicUsize::new(0),
+            healthy: AtomicBool::new(true),
+            resumed_in: AtomicU64::new(storage.generation()),
+            storage,
+            database_errors: AtomicU64::new(0),
+            recoveries: AtomicU64::new(0),
+            flush_order: Mutex::new(()),
+            batch_size: Histogram::new(BATCH_SIZE_BUCKETS),
+            commit_seconds: Histogram::new(COMMIT_SECONDS_BUCKETS),
+        }
+    }
+
     /// Reports waiting in the queue.
     pub fn queue_depth(&self) -> usize {
         self.queued.load(Ordering::Relaxed)
@@ -112,15 +143,27 @@ impl WriterState {
         self.healthy.load(Ordering::Relaxed)
     }
 
-    /// Whether the last attempt to reach the database failed (new reports
-    /// are refused until a probe succeeds).
+    /// Whether a failure was recorded since intake last resumed: new
+    /// reports are refused until the database is reopened and checked.
     pub fn database_down(&self) -> bool {
-        self.database_down.load(Ordering::Relaxed)
+        self.storage.generation() != self.resumed_in.load(Ordering::SeqCst)
     }
 
-    /// Failed connections and transactions so far.
+    /// Failed connections, transactions, flushes and checkpoints of the
+    /// writer so far.
     pub fn database_errors(&self) -> u64 {
         self.database_errors.load(Ordering::Relaxed)
+    }
+
+    /// I/O errors of the storage so far (failed flushes and checkpoints,
+    /// disk I/O errors of any connection).
+    pub fn storage_errors(&self) -> u64 {
+        self.storage.io_errors()
+    }
+
+    /// Times intake resumed after the database was reopened and checked.
+    pub fn recoveries(&self) -> u64 {
+        self.recoveries.load(Ordering::Relaxed)
     }
 
     /// Reports held by the collector until they are answered: queued, being
@@ -133,17 +176,38 @@ impl WriterState {
         self.unanswered.fetch_sub(n, Ordering::Relaxed);
     }
 
-    fn mark_down(&self) {
+    /// Records a failure of the writer; `io` when it was an I/O error of
+    /// the storage. Returns the new generation.
+    fn mark_down(&self, io: bool) -> u64 {
+        let was_up = !self.database_down();
         self.database_errors.fetch_add(1, Ordering::Relaxed);
-        if !self.database_down.swap(true, Ordering::Relaxed) {
-            tracing::warn!("database unreachable: refusing reports until it answers again");
+        let generation = if io {
+            self.storage.fail_io()
+        } else {
+            self.storage.fail()
+        };
+        if was_up {
+            tracing::warn!(
+                generation,
+                "database failed: refusing reports until it is reopened and checked"
+            );
         }
+        generation
     }
 
-    fn mark_up(&self) {
-        if self.database_down.swap(false, Ordering::Relaxed) {
-            tracing::info!("database reachable again: accepting reports");
+    /// Resumes intake after a reopen made in `generation`, unless another
+    /// failure came since.
+    fn resume(&self, generation: u64) -> bool {
+        if self.storage.generation() != generation {
+            return false;
         }
+        self.resumed_in.store(generation, Ordering::SeqCst);
+        self.recoveries.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            generation,
+            "database reopened and checked after a failure: accepting reports"
+        );
+        true
     }
 }
 
@@ -189,27 +253,64 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
 /// milliseconds at full load. Durability is unchanged: commits are durable
 /// in the WAL, and a checkpoint syncs the database file before the WAL is
 /// reused. Ends when `stop`'s sender is dropped, or at once on PostgreSQL.
-fn checkpointer(pool: Pool, stop: Receiver<()>) {
+fn checkpointer(pool: Pool, state: &WriterState, stop: Receiver<()>) {
     loop {
         match stop.recv_timeout(CHECKPOINT_INTERVAL) {
             Err(RecvTimeoutError::Timeout) => {}
             _ => return,
         }
-        let Ok(mut conn) = pool.get_timeout(CONNECTION_WAIT) else {
-            continue;
-        };
-        match store::checkpoint(&mut conn) {
-            Ok(true) => {}
-            Ok(false) => return,
-            Err(e) => tracing::debug!(error = %e, "background checkpoint skipped"),
+        if !checkpoint_once(&pool, state) {
+            return;
         }
     }
 }
 
-/// Starts the writer thread over `pool`.
-pub fn start(pool: Pool, config: WriterConfig) -> (Ingest, Writer) {
+/// One background checkpoint; `false` when the database needs none.
+///
+/// A checkpoint flushes the WAL before copying it: if that flush fails, the
+/// error may never be reported again to anyone, so it stops
+/// acknowledgements like a failed commit flush. Only a checkpoint skipped
+/// because another connection held a lock is harmless.
+fn checkpoint_once(pool: &Pool, state: &WriterState) -> bool {
+    // A recovery runs a checkpoint of its own.
+    if state.database_down() {
+        return true;
+    }
+    let Ok(mut conn) = pool.get_timeout(CONNECTION_WAIT) else {
+        return true;
+    };
+    let order = state.flush_order.lock().unwrap_or_else(|e| e.into_inner());
+    match store::checkpoint(&mut conn, state.storage.faults()) {
+        Ok(needed) => needed,
+        Err(e) if store::is_busy(&e) => {
+            tracing::debug!(error = %e, "background checkpoint skipped");
+            true
+        }
+        Err(e) => {
+            let generation = state.mark_down(true);
+            drop(order);
+            state.healthy.store(false, Ordering::Relaxed);
+            tracing::error!(
+                error = %e,
+                generation,
+                "checkpoint failed: refusing reports until the database is reopened"
+            );
+            true
+        }
+    }
+}
+
+/// Starts the writer thread over `pool`. `storage` is the one `pool` and
+/// `readers` (the other pools of the database, whose connections a
+/// recovery closes too) were built with.
+pub fn start(
+    storage: Storage,
+    pool: Pool,
+    readers: Vec<Pool>,
+    config: WriterConfig,
+) -> (Ingest, Writer) {
     let (tx, rx) = mpsc::sync_channel(config.queue_capacity);
-    let state = Arc::new(WriterState::default());
+    let state = Arc::new(WriterState::new(storage));
     let ingest = Ingest {
         tx,
         state: state.clone(),
@@ -224,16 +325,20 @@ pub fn start(pool: Pool, config: WriterConfig) -> (Ingest, Writer) {
             .name("anonstats-sync".into())
             .spawn(move || {
                 raise_priority();
-                syncer(committed, &state, |sync| sync.sync(&pool, CONNECTION_WAIT))
+                syncer(committed, &state, |sync| {
+                    sync.sync(&pool, CONNECTION_WAIT, state.storage.faults())
+                })
             })
             .expect("spawn sync thread")
     };
+    let state_for_checkpoints = state.clone();
     let thread = std::thread::Builder::new()
         .name("anonstats-writer".into())
         .spawn(move || {
             raise_priority();
             let writer = BatchWriter {
                 pool,
+                readers,
                 config,
                 state,
                 syncer: to_syncer,
@@ -245,7 +350,7 @@ pub fn start(pool: Pool, config: WriterConfig) -> (Ingest, Writer) {
     let (stop, stopped) = mpsc::channel();
     let checkpointer = std::thread::Builder::new()
         .name("anonstats-checkpoint".into())
-        .spawn(move || checkpointer(pool_for_checkpoints, stopped))
+        .spawn(move || checkpointer(pool_for_checkpoints, &state_for_checkpoints, stopped))
         .ok()
         .map(|thread| (stop, thread));
     (
@@ -346,8 +451,8 @@ fn run(rx: Receiver<Job>, mut writer: BatchWriter) {
             Err(RecvTimeoutError::Timeout) => {
                 let probe_due = !matches!(last_probe, Some(t) if t.elapsed() < PROBE_INTERVAL);
                 if writer.state.database_down() && probe_due {
+                    recover(&writer.pool, &writer.readers, &writer.state, RECOVERY_WAIT);
                     last_probe = Some(Instant::now());
-                    probe(&writer.pool, &writer.state);
                 }
                 continue;
             }
@@ -376,14 +481,51 @@ fn run(rx: Receiver<Job>, mut writer: BatchWriter) {
     tracing::debug!("writer stopped: queue drained");
 }
 
-/// Checks whether a database known to be down answers again.
-fn probe(pool: &Pool, state: &WriterState) {
-    let reachable = pool
-        .get_timeout(Duration::from_secs(1))
-        .ok()
-        .is_some_and(|mut conn| store::ping(&mut conn).is_ok());
-    if reachable {
-        state.mark_up();
+/// Tries to reopen a database after a failure: closes every connection
+/// opened before it, in `pool` and in `readers` (waiting at most `wait` for
+/// those in use to be returned), opens a new one and checks it
+/// ([`store::check_storage`]). Intake resumes only if the check passed and
+/// no failure came meanwhile. Returns whether it resumed.
+///
+/// A query that succeeds on an old connection proves nothing: that
+/// connection, and the kernel's cache behind it, may still hold commits
+/// that the disk lost.
+fn recover(pool: &Pool, readers: &[Pool], state: &WriterState, wait: Duration) -> bool {
+    let generation = state.storage.generation();
+    let deadline = Instant::now() + wait;
+    loop {
+        for p in std::iter::once(pool).chain(readers) {
+            db::close_retired(p);
+        }
+        let open = state.storage.retired_open();
+        if open == 0 {
+            break;
+        }
+        if Instant::now() >= deadline {
+            tracing::debug!(
+                open,
+                "waiting for connections opened before the failure to be closed"
+            );
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let checked = match pool.get_timeout(Duration::from_secs(1)) {
+        Ok(mut conn) => store::check_storage(&mut conn, state.storage.faults())
+            .map_err(|e| (true, e.to_string())),
+        Err(e) => Err((false, e.to_string())),
+    };
+    match checked {
+        Ok(()) => state.resume(generation),
+        Err((opened, error)) => {
+            if opened {
+                // The connection that failed the check is retired too: the
+                // next attempt opens the database anew.
+                state.storage.fail();
+            }
+            tracing::debug!(error, "database not reopened yet");
+            false
+        }
     }
 }
 
@@ -394,6 +536,9 @@ const SYNC_QUEUE: usize = 2;
 /// A committed batch waiting for the flush that makes it durable.
 struct Committed {
     sync: Arc<CommitSync>,
+    /// The storage's generation when the batch was written: a failure
+    /// recorded since may have lost it, whatever its own flush says.
+    generation: u64,
     replies: Vec<Reply>,
     outcomes: Vec<Outcome>,
     started: Instant,
@@ -404,6 +549,8 @@ type Reply = oneshot::Sender<Result<Outcome, IngestError>>;
 /// The writer thread's side: writes batches, hands them to the syncer.
 struct BatchWriter {
     pool: Pool,
+    /// The database's other pools, whose connections a recovery closes too.
+    readers: Vec<Pool>,
     config: WriterConfig,
     state: Arc<WriterState>,
     syncer: SyncSender<Committed>,
@@ -415,8 +562,9 @@ struct BatchWriter {
 impl BatchWriter {
     fn write(&mut self, batch: &mut Vec<Job>) {
         let state = &*self.state;
+        let generation = state.storage.generation();
         // Reports queued just before the database was found down are refused
-        // without another attempt: the probe decides when to try again.
+        // without another attempt: the recovery decides when to try again.
         if state.database_down() {
             state.answered(batch.len());
             for job in batch.drain(..) {
@@ -428,15 +576,16 @@ impl BatchWriter {
         let (records, replies): (Vec<Record>, Vec<_>) =
             batch.drain(..).map(|j| (j.record, j.reply)).unzip();
         let started = Instant::now();
+        // Fails with whether the failure was an I/O error of the storage.
         let result = (|| {
             let mut conn = self.pool.get_timeout(CONNECTION_WAIT).map_err(|e| {
                 tracing::warn!(error = %e, "database unavailable");
-                IngestError::Unavailable
+                false
             })?;
             if self.sync.is_none() {
                 let found = store::CommitSync::of(&mut conn).map_err(|e| {
                     tracing::error!(error = %e, "cannot inspect the database");
-                    IngestError::Unavailable
+                    db::is_io_error(&e)
                 })?;
                 self.sync = Some(found.map(Arc::new));
             }
@@ -455,7 +604,7 @@ impl BatchWriter {
                     }
                     Err(e) => {
                         tracing::error!(error = %e, reports = records.len(), "batch not stored");
-                        return Err(IngestError::Unavailable);
+                        return Err(db::is_io_error(&e));
                     }
                 }
             }
@@ -471,6 +620,7 @@ impl BatchWriter {
                 );
                 let committed = Committed {
                     sync,
+                    generation,
                     replies,
                     outcomes,
                     started,
@@ -479,6 +629,12 @@ impl BatchWriter {
                 if let Err(mpsc::SendError(c)) = self.syncer.send(committed) {
                     answer(state, c.replies, Err(IngestError::Unavailable));
                 }
+            }
+            Ok((_, None)) if state.storage.generation() != generation => {
+                // Committed with its own flush, but a failure recorded
+                // meanwhile may have used up an error that flush should
+                // have seen.
+                answer(state, replies, Err(IngestError::Unavailable));
             }
             Ok((outcomes, None)) => {
                 state
@@ -494,9 +650,9 @@ impl BatchWriter {
                     let _ = reply.send(Ok(outcome));
                 }
             }
-            Err(e) => {
-                state.mark_down();
-                answer(state, replies, Err(e));
+            Err(io) => {
+                state.mark_down(io);
+                answer(state, replies, Err(IngestError::Unavailable));
             }
         }
     }
@@ -511,8 +667,11 @@ fn answer(state: &WriterState, replies: Vec<Reply>, result: Result<Outcome, Inge
 
 /// The sync thread: flushes once for every committed batch waiting, then
 /// answers their requests. A failed flush answers 503 (the reports may or
-/// may not survive a crash; sent again, they are recognised as duplicates
-/// if they did) and marks the database down until a probe succeeds.
+/// may not survive a crash; sent again after the database was reopened,
+/// they are recognised as duplicates if they did) and marks the database
+/// down until it is reopened. A batch written before a failure recorded
+/// elsewhere (a checkpoint, another connection) is refused too, even when
+/// its own flush succeeded.
 fn syncer(
     committed: Receiver<Committed>,
     state: &WriterState,
@@ -523,9 +682,18 @@ fn syncer(
         while let Ok(more) = committed.try_recv() {
             group.push(more);
         }
-        match flush(&group[0].sync) {
+        let flushed = flush(&group[0].sync);
+        let order = state.flush_order.lock().unwrap_or_else(|e| e.into_inner());
+        match flushed {
             Ok(()) => {
+                let generation = state.storage.generation();
+                let mut refused = 0;
                 for c in group {
+                    if c.generation != generation {
+                        refused += c.replies.len();
+                        answer(state, c.replies, Err(IngestError::Unavailable));
+                        continue;
+                    }
                     state
                         .commit_seconds
                         .observe(metrics::seconds(c.started.elapsed()));
@@ -534,12 +702,25 @@ fn syncer(
                         let _ = reply.send(Ok(outcome));
                     }
                 }
+                drop(order);
+                if refused > 0 {
+                    tracing::warn!(
+                        reports = refused,
+                        "reports written before a storage failure not acknowledged"
+                    );
+                }
             }
             Err(e) => {
                 let reports: usize = group.iter().map(|c| c.replies.len()).sum();
-                tracing::error!(error = %e, reports, "commit not confirmed on disk");
+                let generation = state.mark_down(e.is_io());
+                drop(order);
+                tracing::error!(
+                    error = %e,
+                    reports,
+                    generation,
+                    "commit not confirmed on disk: refusing reports until the database is reopened"
+                );
                 state.healthy.store(false, Ordering::Relaxed);
-                state.mark_down();
                 for c in group {
                     answer(state, c.replies, Err(IngestError::Unavailable));
                 }
@@ -551,8 +732,9 @@ fn syncer(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
+    use crate::db::Faults;
 
+    /// A batch of `n` reports written in the state's current generation.
     fn committed(
         sync: &Arc<CommitSync>,
         n: usize,
@@ -563,6 +745,7 @@ mod tests {
         let (replies, answers): (Vec<_>, Vec<_>) = (0..n).map(|_| oneshot::channel()).unzip();
         let c = Committed {
             sync: sync.clone(),
+            generation: 0,
             replies,
             outcomes: vec![Outcome::Accepted; n],
             started: Instant::now(),
@@ -629,7 +812,11 @@ mod tests {
         state.unanswered.store(3, Ordering::Relaxed);
         syncer(rx, &state, |s| {
             flushes.fetch_add(1, Ordering::Relaxed);
-            s.sync(&crate::db::pool(":memory:", 1), Duration::from_millis(10))
+            s.sync(
+                &crate::db::pool(":memory:", 1),
+                Duration::from_millis(10),
+                &Faults::default(),
+            )
         });
         // Both batches waited for the same flush.
         assert_eq!(flushes.load(Ordering::Relaxed), 1);
@@ -646,11 +833,161 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let wal = dir.path().join("db.sqlite-wal");
         let pool = crate::db::pool(":memory:", 1);
+        let none = Faults::default();
         let missing = CommitSync::SqliteWal(wal.clone());
-        assert!(missing.sync(&pool, Duration::from_millis(10)).is_ok());
-        std::fs::write(&wal, b"frames").unwrap();
-        assert!(CommitSync::SqliteWal(wal)
-            .sync(&pool, Duration::from_millis(10))
+        assert!(missing
+            .sync(&pool, Duration::from_millis(10), &none)
             .is_ok());
+        std::fs::write(&wal, b"frames").unwrap();
+        assert!(CommitSync::SqliteWal(wal.clone())
+            .sync(&pool, Duration::from_millis(10), &none)
+            .is_ok());
+        // The fault switch makes the same flush fail as a disk would.
+        let faults = Faults::in_dir(dir.path());
+        std::fs::write(dir.path().join("flush"), b"").unwrap();
+        match CommitSync::SqliteWal(wal).sync(&pool, Duration::from_millis(10), &faults) {
+            Err(store::SyncError::Io(e)) => assert_eq!(e.raw_os_error(), Some(libc::EIO)),
+            other => panic!("expected EIO, got {other:?}"),
+        }
+    }
+
+    /// A SQLite database in a temporary directory, with two pools of one
+    /// storage (the writer's and the readers') and its fault switch.
+    struct Database {
+        dir: tempfile::TempDir,
+        storage: Storage,
+        writer: Pool,
+        readers: Pool,
+    }
+
+    impl Database {
+        fn new() -> Database {
+            let dir = tempfile::tempdir().unwrap();
+            let url = dir.path().join("db.sqlite").to_string_lossy().into_owned();
+            let storage = Storage::new(Faults::in_dir(dir.path()));
+            Database {
+                writer: db::pool_sharing(&url, 3, &storage),
+                readers: db::pool_sharing(&url, 2, &storage),
+                storage,
+                dir,
+            }
+        }
+
+        fn trigger(&self, fault: &str, on: bool) {
+            let path = self.dir.path().join(fault);
+            if on {
+                std::fs::write(path, b"").unwrap();
+            } else {
+                std::fs::remove_file(path).unwrap();
+            }
+        }
+
+        /// Opens a connection as the pools do, without their retries.
+        fn connect(&self) -> Result<db::DbConn, diesel::r2d2::Error> {
+            use diesel::r2d2::ManageConnection;
+            let url = self.dir.path().join("db.sqlite");
+            db::Manager::sharing(&url.to_string_lossy(), &self.storage).connect()
+        }
+
+        fn recover(&self, state: &WriterState) -> bool {
+            recover(
+                &self.writer,
+                std::slice::from_ref(&self.readers),
+                state,
+                Duration::ZERO,
+            )
+        }
+    }
+
+    #[test]
+    fn after_a_failed_flush_only_a_reopen_resumes_intake() {
+        let db = Database::new();
+        let state = WriterState::new(db.storage.clone());
+        // One connection in use and one idle when the flush fails.
+        let mut in_use = db.readers.get().unwrap();
+        drop(db.writer.get().unwrap());
+        let opened_in = db::generation_of(&mut in_use).unwrap();
+        let sync = Arc::new(CommitSync::Postgres);
+        let (tx, rx) = mpsc::sync_channel(SYNC_QUEUE);
+        let (batch, answers) = committed(&sync, 2);
+        tx.send(batch).unwrap();
+        drop(tx);
+        state.unanswered.store(2, Ordering::Relaxed);
+        syncer(rx, &state, |_| {
+            Err(store::SyncError::Io(std::io::Error::from_raw_os_error(
+                libc::EIO,
+            )))
+        });
+        for mut a in answers {
+            assert_eq!(a.try_recv().unwrap(), Err(IngestError::Unavailable));
+        }
+        assert!(state.database_down());
+        assert_eq!(state.storage_errors(), 1);
+
+        // The database answers a query, as the probe used to ask...
+        store::ping(&mut in_use).unwrap();
+        // ...but a connection opened before the failure is still open, and
+        // no new one may be opened beside it.
+        assert_eq!(db.storage.retired_open(), 2);
+        assert!(db.connect().is_err());
+        assert_eq!(db.writer.state().connections, 1);
+        assert!(!db.recover(&state));
+        assert!(state.database_down());
+        assert_eq!(state.recoveries(), 0);
+        // The idle one was closed by the attempt.
+        assert_eq!(db.writer.state().connections, 0);
+
+        drop(in_use);
+        assert_eq!(db.readers.state().connections, 0, "closed when returned");
+        assert!(db.recover(&state));
+        assert!(!state.database_down());
+        assert_eq!(state.recoveries(), 1);
+        let mut fresh = db.writer.get().unwrap();
+        assert!(db::generation_of(&mut fresh).unwrap() > opened_in);
+    }
+
+    #[test]
+    fn a_failed_checkpoint_stops_intake_until_the_storage_checks_again() {
+        let db = Database::new();
+        let state = WriterState::new(db.storage.clone());
+        assert!(checkpoint_once(&db.writer, &state));
+        assert!(!state.database_down(), "a checkpoint that worked");
+
+        db.trigger("checkpoint", true);
+        assert!(checkpoint_once(&db.writer, &state));
+        assert!(state.database_down());
+        assert!(!state.healthy());
+        assert_eq!(state.storage_errors(), 1);
+        // Every connection is closed, but the reopened database fails its
+        // check while the checkpoints still fail.
+        assert!(!db.recover(&state));
+        assert!(state.database_down());
+
+        db.trigger("checkpoint", false);
+        assert!(db.recover(&state));
+        assert!(!state.database_down());
+        assert_eq!(state.recoveries(), 1);
+    }
+
+    #[test]
+    fn a_batch_flushed_after_a_failure_elsewhere_is_refused() {
+        let state = WriterState::default();
+        let sync = Arc::new(CommitSync::Postgres);
+        let (tx, rx) = mpsc::sync_channel(SYNC_QUEUE);
+        let (batch, answers) = committed(&sync, 2);
+        tx.send(batch).unwrap();
+        drop(tx);
+        state.unanswered.store(2, Ordering::Relaxed);
+        syncer(rx, &state, |_| {
+            // A checkpoint (or any connection) got an I/O error while this
+            // flush ran, which then succeeded.
+            state.storage.fail_io();
+            Ok(())
+        });
+        for mut a in answers {
+            assert_eq!(a.try_recv().unwrap(), Err(IngestError::Unavailable));
+        }
+        assert!(state.database_down());
+        assert_eq!(state.held(), 0);
     }
 }

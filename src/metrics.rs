@@ -227,12 +227,24 @@ impl Metrics {
             "anonstats_writer_commit_seconds",
             "Time from the start of a batch until it is committed and flushed to disk.",
         );
-        let gauges: [(&str, &str, &str, f64); 7] = [
+        let gauges: [(&str, &str, &str, f64); 9] = [
             (
                 "anonstats_database_errors_total",
                 "counter",
-                "Failed database operations of the writer (connections and transactions).",
+                "Failed database operations of the writer (connections, transactions, flushes and checkpoints).",
                 writer.database_errors() as f64,
+            ),
+            (
+                "anonstats_storage_errors_total",
+                "counter",
+                "I/O errors of the storage: failed flushes and checkpoints, disk I/O errors of any connection.",
+                writer.storage_errors() as f64,
+            ),
+            (
+                "anonstats_storage_recoveries_total",
+                "counter",
+                "Times intake resumed after a failure, once every connection was closed and the reopened database passed its check.",
+                writer.recoveries() as f64,
             ),
             (
                 "anonstats_ingest_queue_depth",

@@ -92,8 +92,17 @@ pub struct Application {
 /// Connects, applies migrations and returns the pool. A SQLite file is
 /// created if missing; a URL that cannot work is refused before connecting.
 pub fn prepare_database(url: &str, pool_size: u32) -> anyhow::Result<Pool> {
+    prepare_database_sharing(url, pool_size, &db::Storage::default())
+}
+
+/// [`prepare_database`], with a pool of `storage`'s connections.
+fn prepare_database_sharing(
+    url: &str,
+    pool_size: u32,
+    storage: &db::Storage,
+) -> anyhow::Result<Pool> {
     db::check(url, db::Need::CreateIfMissing)?;
-    let pool = db::pool(url, pool_size);
+    let pool = db::pool_sharing(url, pool_size, storage);
     let mut conn = pool
         .get()
         .with_context(|| format!("cannot connect to database {}", db::redact_url(url)))?;
@@ -160,7 +169,18 @@ fn announce_token(bind: &str, port: u16, token: &str) {
 impl Application {
     /// Prepares the database and binds the listener.
     pub fn build(config: Config) -> anyhow::Result<Application> {
-        let pool = prepare_database(&config.database_url, config.pool_size)?;
+        // One storage for both pools: a failure seen through either closes
+        // the connections of both before reports are acknowledged again.
+        let storage = db::Storage::new(db::Faults::from_env());
+        if let Some(dir) = storage.faults().dir() {
+            tracing::warn!(
+                dir = %dir.display(),
+                variable = db::FAULTS_ENV,
+                "storage fault injection is on: flushes and checkpoints fail while \
+                 trigger files exist (for tests only)"
+            );
+        }
+        let pool = prepare_database_sharing(&config.database_url, config.pool_size, &storage)?;
         let backend = Backend::parse(&config.database_url)?;
         let pseudonymizer =
             load_pseudonymizer(config.secret.as_deref(), &pool, &config.database_url)?;
@@ -168,8 +188,13 @@ impl Application {
         // The writer, its sync thread and the checkpointer have connections
         // of their own: a flood of reads can take every connection of the
         // readers' pool, never one the writer waits for.
-        let writer_pool = db::pool(&config.database_url, WRITER_CONNECTIONS);
-        let (ingest, writer) = ingest::start(writer_pool, config.writer.clone());
+        let writer_pool = db::pool_sharing(&config.database_url, WRITER_CONNECTIONS, &storage);
+        let (ingest, writer) = ingest::start(
+            storage,
+            writer_pool,
+            vec![pool.clone()],
+            config.writer.clone(),
+        );
         let limits = &config.limits;
         let pruned_instances = Arc::new(AtomicU64::new(0));
         let pruner = (config.prune_interval_hours > 0).then(|| {

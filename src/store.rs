@@ -12,7 +12,7 @@ use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
 use crate::anonymize::{InstanceState, Record};
-use crate::db::DbConn;
+use crate::db::{DbConn, Fault, Faults};
 use crate::schema::{
     daily_events, instance_counter_totals, instance_counters, instance_value_totals,
     instance_values, instances, seen_reports, settings,
@@ -120,14 +120,39 @@ pub fn ping(conn: &mut DbConn) -> QueryResult<()> {
 /// blocking the writer (`wal_checkpoint(PASSIVE)`), so that the writer's own
 /// automatic checkpoint after a commit finds little left to copy. Returns
 /// `false` on PostgreSQL, which needs nothing of the kind.
-pub fn checkpoint(conn: &mut DbConn) -> QueryResult<bool> {
+///
+/// An error other than [`is_busy`] may mean that the checkpoint's flush of
+/// the WAL failed: Linux reports a failed write-back to one flush only, so
+/// the next flush of the WAL may succeed although the commits in it never
+/// reached the disk. The caller must treat it as a failure of the storage.
+pub fn checkpoint(conn: &mut DbConn, faults: &Faults) -> QueryResult<bool> {
     use diesel::connection::SimpleConnection;
     match conn {
-        DbConn::Sqlite(c) => c
-            .batch_execute("PRAGMA wal_checkpoint(PASSIVE)")
-            .map(|_| true),
+        DbConn::Sqlite(c) => {
+            faults.check(Fault::Checkpoint).map_err(io_error)?;
+            c.batch_execute("PRAGMA wal_checkpoint(PASSIVE)")
+                .map(|_| true)
+        }
         DbConn::Pg(_) => Ok(false),
     }
+}
+
+/// Whether a SQLite error only says that another connection held a lock
+/// (`SQLITE_BUSY`, `SQLITE_LOCKED`): the operation did nothing, and can be
+/// tried again.
+pub fn is_busy(e: &DieselError) -> bool {
+    matches!(e, DieselError::DatabaseError(_, info)
+        if info.message().starts_with("database is locked")
+            || info.message().starts_with("database table is locked"))
+}
+
+/// An I/O error as SQLite reports it, so that [`crate::db::is_io_error`]
+/// recognises it.
+fn io_error(e: std::io::Error) -> DieselError {
+    DieselError::DatabaseError(
+        DatabaseErrorKind::Unknown,
+        Box::new(format!("disk I/O error ({e})")),
+    )
 }
 
 /// Whether an error is worth retrying the whole transaction for (lost a
@@ -205,13 +230,40 @@ pub enum CommitSync {
     Postgres,
 }
 
-/// Why [`CommitSync::sync`] could not confirm that commits are on disk.
+/// Why [`CommitSync::sync`] or [`check_storage`] could not confirm that
+/// commits are on disk.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
     #[error("cannot flush the write-ahead log: {0}")]
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Database(#[from] DieselError),
+    #[error("the database failed its check: {0}")]
+    Damaged(String),
+}
+
+impl SyncError {
+    /// Whether the storage itself failed (an I/O error), rather than the
+    /// connection to it.
+    pub fn is_io(&self) -> bool {
+        match self {
+            SyncError::Io(_) | SyncError::Damaged(_) => true,
+            SyncError::Database(e) => crate::db::is_io_error(e),
+        }
+    }
+}
+
+#[derive(QueryableByName)]
+struct TextValue {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    value: String,
+}
+
+/// The file of SQLite's main database (empty for an in-memory one).
+fn sqlite_main_file(c: &mut SqliteConnection) -> QueryResult<String> {
+    diesel::sql_query("SELECT file AS value FROM pragma_database_list WHERE name = 'main'")
+        .get_result::<TextValue>(c)
+        .map(|t| t.value)
 }
 
 impl CommitSync {
@@ -219,32 +271,33 @@ impl CommitSync {
     /// they cannot be (an SQLite database without a file, or not in WAL
     /// mode): the writer then uses [`write_batch`].
     pub fn of(conn: &mut DbConn) -> QueryResult<Option<CommitSync>> {
-        #[derive(QueryableByName)]
-        struct Text {
-            #[diesel(sql_type = diesel::sql_types::Text)]
-            value: String,
-        }
         match conn {
             DbConn::Pg(_) => Ok(Some(CommitSync::Postgres)),
             DbConn::Sqlite(c) => {
                 let mode =
                     diesel::sql_query("SELECT journal_mode AS value FROM pragma_journal_mode")
-                        .get_result::<Text>(c)?;
-                let file = diesel::sql_query(
-                    "SELECT file AS value FROM pragma_database_list WHERE name = 'main'",
-                )
-                .get_result::<Text>(c)?;
-                Ok(
-                    (mode.value.eq_ignore_ascii_case("wal") && !file.value.is_empty())
-                        .then(|| CommitSync::SqliteWal(format!("{}-wal", file.value).into())),
-                )
+                        .get_result::<TextValue>(c)?;
+                let file = sqlite_main_file(c)?;
+                Ok((mode.value.eq_ignore_ascii_case("wal") && !file.is_empty())
+                    .then(|| CommitSync::SqliteWal(format!("{file}-wal").into())))
             }
         }
     }
 
     /// Returns once every batch committed before the call is on disk. On
     /// PostgreSQL it takes a connection from `pool`, waiting at most `wait`.
-    pub fn sync(&self, pool: &crate::db::Pool, wait: std::time::Duration) -> Result<(), SyncError> {
+    ///
+    /// Success says nothing of commits that an earlier failure of the
+    /// storage may have lost: after any failed flush or checkpoint, the
+    /// caller reopens the database ([`check_storage`]) before it trusts a
+    /// flush again.
+    pub fn sync(
+        &self,
+        pool: &crate::db::Pool,
+        wait: std::time::Duration,
+        faults: &Faults,
+    ) -> Result<(), SyncError> {
+        faults.check(Fault::Flush)?;
         match self {
             CommitSync::SqliteWal(path) => {
                 // Opened by name each time: SQLite may replace the file, and
@@ -265,19 +318,94 @@ impl CommitSync {
                     )
                 })?;
                 if let DbConn::Pg(c) = &mut *conn {
-                    // A transaction that writes no WAL of its own commits
-                    // without a flush, even with a transaction id: this
-                    // one writes a tiny record (a logical message, callable
-                    // by any role, ignored unless a logical decoding
-                    // consumer asks for the prefix). One statement, one
-                    // round trip.
-                    diesel::sql_query("SELECT pg_logical_emit_message(true, 'anonstats', '')")
-                        .execute(c)?;
+                    flush_postgres(c)?;
                 }
                 Ok(())
             }
         }
     }
+}
+
+/// Commits a transaction that writes a WAL record, with `synchronous_commit
+/// = on`: the server answers once its WAL is flushed up to it.
+fn flush_postgres(c: &mut PgConnection) -> QueryResult<()> {
+    // A transaction that writes no WAL of its own commits without a flush,
+    // even with a transaction id: this one writes a tiny record (a logical
+    // message, callable by any role, ignored unless a logical decoding
+    // consumer asks for the prefix). One statement, one round trip.
+    diesel::sql_query("SELECT pg_logical_emit_message(true, 'anonstats', '')")
+        .execute(c)
+        .map(|_| ())
+}
+
+/// Checks a connection opened after a storage failure (and after every
+/// connection opened before it was closed) before the writer acknowledges
+/// reports again.
+///
+/// SQLite: flushes the database file and the WAL (an error still pending
+/// fails here), drops their pages from the kernel's cache so that what is
+/// read next comes from the disk, then runs `PRAGMA quick_check` (which
+/// reads every page of the database) and a checkpoint. The connection
+/// opened the WAL anew: SQLite rebuilt its index from the file, so a commit
+/// that did not reach the disk is not found there, and a report retried
+/// after the failure is stored again instead of being taken for a
+/// duplicate. `quick_check` reads the whole database: on a large one,
+/// recovery takes as long as reading it.
+///
+/// PostgreSQL: a new connection (the caller guarantees it) and a commit
+/// flush; whether a batch whose commit or flush failed was stored is then
+/// decided by what the server has.
+pub fn check_storage(conn: &mut DbConn, faults: &Faults) -> Result<(), SyncError> {
+    faults.check(Fault::Flush)?;
+    match conn {
+        DbConn::Sqlite(c) => {
+            let file = sqlite_main_file(c)?;
+            if !file.is_empty() {
+                for path in [file.clone(), format!("{file}-wal")] {
+                    match std::fs::OpenOptions::new().write(true).open(&path) {
+                        Ok(f) => {
+                            f.sync_all()?;
+                            drop_cached_pages(&f);
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+            #[derive(QueryableByName)]
+            struct Check {
+                #[diesel(sql_type = diesel::sql_types::Text)]
+                quick_check: String,
+            }
+            let found: Vec<Check> = diesel::sql_query("PRAGMA quick_check").load(c)?;
+            let problems: Vec<String> = found
+                .into_iter()
+                .map(|r| r.quick_check)
+                .filter(|r| r != "ok")
+                .collect();
+            if !problems.is_empty() {
+                return Err(SyncError::Damaged(problems.join("; ")));
+            }
+        }
+        DbConn::Pg(c) => flush_postgres(c)?,
+    }
+    checkpoint(conn, faults)?;
+    Ok(())
+}
+
+/// Asks the kernel to forget the cached pages of a flushed file: after a
+/// failed write-back, Linux may keep serving pages that never reached the
+/// disk until they are evicted.
+fn drop_cached_pages(file: &std::fs::File) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::io::AsRawFd;
+        // SAFETY: the descriptor is open for the whole call; no memory is
+        // passed.
+        let _ = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = file;
 }
 
 /// The connection inside a batch transaction.

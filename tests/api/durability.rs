@@ -83,7 +83,8 @@ fn postgres_flush_covers_every_earlier_commit() {
         if flushed(&mut conn) {
             continue;
         }
-        sync.sync(&pool, Duration::from_secs(2)).expect("flush");
+        sync.sync(&pool, Duration::from_secs(2), &db::Faults::default())
+            .expect("flush");
         assert!(
             flushed(&mut conn),
             "the WAL up to {lsn} is still not flushed after the sync"

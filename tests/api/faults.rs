@@ -25,13 +25,13 @@ const CLIENTS: usize = 4;
 
 /// One report as a client keeps it until it is acknowledged.
 #[derive(Debug, Clone)]
-struct Pending {
-    report_id: String,
-    event: &'static str,
-    body: String,
+pub(crate) struct Pending {
+    pub(crate) report_id: String,
+    pub(crate) event: &'static str,
+    pub(crate) body: String,
 }
 
-fn new_report(instance_ids: &[String]) -> Pending {
+pub(crate) fn new_report(instance_ids: &[String]) -> Pending {
     let mut rng = rand::rng();
     let mut r = sample_report();
     let report_id = r["report_id"].as_str().unwrap().to_owned();
@@ -53,14 +53,14 @@ fn new_report(instance_ids: &[String]) -> Pending {
 
 /// What a client was told about one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Answer {
+pub(crate) enum Answer {
     Stored,
     Refused { status: u16, retry_after: bool },
     Lost,
 }
 
 /// POSTs one report over a fresh connection, as simple clients do.
-fn post(port: u16, body: &str) -> Answer {
+pub(crate) fn post(port: u16, body: &str) -> Answer {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
         return Answer::Lost;
@@ -92,26 +92,30 @@ fn post(port: u16, body: &str) -> Answer {
 /// Reports sent so far: acknowledged, and not yet acknowledged (to be
 /// retried with the same `report_id`).
 #[derive(Default)]
-struct Ledger {
-    acked: Vec<Pending>,
-    pending: Vec<Pending>,
+pub(crate) struct Ledger {
+    pub(crate) acked: Vec<Pending>,
+    pub(crate) pending: Vec<Pending>,
     /// 2xx answers to requests sent and answered inside the outage window.
-    forbidden_2xx: usize,
-    refused_without_retry_after: usize,
-    refused: usize,
+    pub(crate) forbidden_2xx: usize,
+    pub(crate) refused_without_retry_after: usize,
+    pub(crate) refused: usize,
 }
 
 /// Clients posting reports to whichever port `target` holds until stopped.
-struct Load {
+pub(crate) struct Load {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     ledger: Arc<Mutex<Ledger>>,
     /// When set: (start, end) of a window in which no request may get a 2xx.
-    outage: Arc<Mutex<(Option<Instant>, Option<Instant>)>>,
+    pub(crate) outage: Arc<Mutex<(Option<Instant>, Option<Instant>)>>,
 }
 
 impl Load {
-    fn start(ports: Vec<u16>, instance_ids: Arc<Vec<String>>, ledger: Arc<Mutex<Ledger>>) -> Load {
+    pub(crate) fn start(
+        ports: Vec<u16>,
+        instance_ids: Arc<Vec<String>>,
+        ledger: Arc<Mutex<Ledger>>,
+    ) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let forbid: Arc<Mutex<(Option<Instant>, Option<Instant>)>> =
             Arc::new(Mutex::new((None, None)));
@@ -177,7 +181,7 @@ impl Load {
         }
     }
 
-    fn stop(self) -> Arc<Mutex<Ledger>> {
+    pub(crate) fn stop(self) -> Arc<Mutex<Ledger>> {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.threads {
             t.join().expect("client thread");
@@ -186,7 +190,7 @@ impl Load {
     }
 }
 
-fn instance_ids() -> Arc<Vec<String>> {
+pub(crate) fn instance_ids() -> Arc<Vec<String>> {
     Arc::new(
         (0..INSTANCES)
             .map(|_| uuid::Uuid::new_v4().to_string())
@@ -218,7 +222,7 @@ fn assert_acked_are_stored(db: &TestDb, ledger: &Ledger, context: &str) {
 
 /// Retries every pending report against `port` until acknowledged, then
 /// checks that the stored counts equal the distinct reports exactly.
-fn settle_and_assert_exact(db: &TestDb, port: u16, ledger: &mut Ledger) {
+pub(crate) fn settle_and_assert_exact(db: &TestDb, port: u16, ledger: &mut Ledger) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while let Some(report) = ledger.pending.pop() {
         assert!(Instant::now() < deadline, "pending reports not accepted");

@@ -35,4 +35,5 @@ mod stats_consistency;
 mod stats_privacy;
 mod stats_seed;
 mod stats_windows;
+mod storage_errors;
 mod validation;

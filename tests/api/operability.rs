@@ -68,6 +68,8 @@ async fn metrics_count_outcomes_with_fixed_labels_only(db: TestDb) {
     assert_eq!(get("anonstats_ingest_queue_depth"), 0.0);
     assert_eq!(get("anonstats_database_errors_total"), 0.0);
     assert_eq!(get("anonstats_database_up"), 1.0);
+    assert_eq!(get("anonstats_storage_errors_total"), 0.0);
+    assert_eq!(get("anonstats_storage_recoveries_total"), 0.0);
     // Every label is one of a few fixed names with a fixed-vocabulary value.
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         if let Some(start) = line.find('{') {
