@@ -76,10 +76,26 @@ pub enum IngestError {
     ShuttingDown,
 }
 
+/// What the writer is asked to do.
+enum Work {
+    /// Store an anonymised report.
+    Report(Record),
+    /// Forget an install, by its pseudonym (see [`store::forget_instance`]).
+    Erase([u8; 32]),
+}
+
 struct Job {
-    record: Record,
+    work: Work,
     reply: oneshot::Sender<Result<Outcome, IngestError>>,
 }
+
+/// Erasures written per batch at most. Erasures share the writer, its
+/// transactions and its flushes with the reports instead of taking the
+/// database's write lock for a durable commit each: a flood of them from
+/// many sources then costs intake a few statements per batch, not the
+/// lock. Those beyond this many wait for the next batches, so reports keep
+/// their pace whatever the erasures queued.
+pub const ERASURES_PER_BATCH: usize = 4;
 
 /// Shared view of the writer's health, for readiness checks and metrics.
 #[derive(Debug)]
@@ -366,6 +382,17 @@ pub fn start(
 impl Ingest {
     /// Queues a record and waits until it is committed (or refused).
     pub async fn submit(&self, record: Record) -> Result<Outcome, IngestError> {
+        self.enqueue(Work::Report(record)).await
+    }
+
+    /// Queues the erasure of the install with this pseudonym and waits until
+    /// it is durable (or refused). The answer is the same whether or not
+    /// anything was stored.
+    pub async fn erase(&self, instance_hash: [u8; 32]) -> Result<(), IngestError> {
+        self.enqueue(Work::Erase(instance_hash)).await.map(|_| ())
+    }
+
+    async fn enqueue(&self, work: Work) -> Result<Outcome, IngestError> {
         // While the database is known to be down, answer at once: queueing
         // would only make clients wait for the same 503.
         if self.state.database_down() {
@@ -377,7 +404,7 @@ impl Ingest {
         let (reply, answer) = oneshot::channel();
         // Counted before sending so that the writer never subtracts first.
         self.state.queued.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = self.tx.try_send(Job { record, reply }) {
+        if let Err(e) = self.tx.try_send(Job { work, reply }) {
             self.state.queued.fetch_sub(1, Ordering::Relaxed);
             return Err(match e {
                 TrySendError::Full(_) => IngestError::Overloaded,
@@ -443,12 +470,23 @@ fn raise_priority() {
 fn run(rx: Receiver<Job>, mut writer: BatchWriter) {
     let max_batch = writer.config.max_batch;
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
+    // Erasures beyond this batch's share, oldest first.
+    let mut waiting: std::collections::VecDeque<Job> = Default::default();
     let mut last_probe: Option<Instant> = None;
     loop {
-        // Block for the first job; the senders are gone when the server stopped.
-        match rx.recv_timeout(IDLE_WAIT) {
-            Ok(job) => batch.push(job),
-            Err(RecvTimeoutError::Timeout) => {
+        // Block for the first job, unless erasures wait; the senders are
+        // gone when the server stopped.
+        let first = if waiting.is_empty() {
+            rx.recv_timeout(IDLE_WAIT)
+        } else {
+            rx.try_recv().map_err(|e| match e {
+                mpsc::TryRecvError::Empty => RecvTimeoutError::Timeout,
+                mpsc::TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+            })
+        };
+        let first = match first {
+            Ok(job) => Some(job),
+            Err(RecvTimeoutError::Timeout) if waiting.is_empty() => {
                 let probe_due = !matches!(last_probe, Some(t) if t.elapsed() < PROBE_INTERVAL);
                 if writer.state.database_down() && probe_due {
                     recover(&writer.pool, &writer.readers, &writer.state, RECOVERY_WAIT);
@@ -456,16 +494,18 @@ fn run(rx: Receiver<Job>, mut writer: BatchWriter) {
                 }
                 continue;
             }
-            Err(RecvTimeoutError::Disconnected) => break,
-        }
+            Err(RecvTimeoutError::Disconnected) if waiting.is_empty() => break,
+            Err(_) => None,
+        };
         // Group commit: whatever queued while the last transaction ran goes
         // into this one.
-        while batch.len() < max_batch {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
+        fill(
+            &mut batch,
+            first,
+            || rx.try_recv().ok(),
+            &mut waiting,
+            max_batch,
+        );
         // Counted as unanswered before leaving the queue count, so that
         // the total held is never under-counted.
         writer
@@ -479,6 +519,43 @@ fn run(rx: Receiver<Job>, mut writer: BatchWriter) {
         writer.write(&mut batch);
     }
     tracing::debug!("writer stopped: queue drained");
+}
+
+/// A job of the writer's queue, as batching sees it.
+trait Queued {
+    fn is_erasure(&self) -> bool;
+}
+
+impl Queued for Job {
+    fn is_erasure(&self) -> bool {
+        matches!(self.work, Work::Erase(_))
+    }
+}
+
+/// Fills the next batch: `first` and the jobs `more` yields, until it holds
+/// `max_batch` reports or `more` has none left; then at most
+/// [`ERASURES_PER_BATCH`] erasures, oldest first. The other erasures wait in
+/// `waiting` for the batches after it.
+fn fill<T: Queued>(
+    batch: &mut Vec<T>,
+    first: Option<T>,
+    mut more: impl FnMut() -> Option<T>,
+    waiting: &mut std::collections::VecDeque<T>,
+    max_batch: usize,
+) {
+    let mut reports = 0;
+    let mut next = first;
+    while let Some(job) = next {
+        if job.is_erasure() {
+            waiting.push_back(job);
+        } else {
+            batch.push(job);
+            reports += 1;
+        }
+        next = if reports < max_batch { more() } else { None };
+    }
+    let erasures = waiting.len().min(ERASURES_PER_BATCH);
+    batch.extend(waiting.drain(..erasures));
 }
 
 /// Tries to reopen a database after a failure: closes every connection
@@ -573,8 +650,17 @@ impl BatchWriter {
             return;
         }
         // Moved out of the jobs, not cloned: a record owns a dozen strings.
-        let (records, replies): (Vec<Record>, Vec<_>) =
-            batch.drain(..).map(|j| (j.record, j.reply)).unzip();
+        // Reports come first in the batch, erasures after them.
+        let mut records = Vec::with_capacity(batch.len());
+        let mut erasures = Vec::new();
+        let mut replies = Vec::with_capacity(batch.len());
+        for job in batch.drain(..) {
+            match job.work {
+                Work::Report(record) => records.push(record),
+                Work::Erase(hash) => erasures.push(hash),
+            }
+            replies.push(job.reply);
+        }
         let started = Instant::now();
         // Fails with whether the failure was an I/O error of the storage.
         let result = (|| {
@@ -593,8 +679,8 @@ impl BatchWriter {
             let mut attempt = 1;
             loop {
                 let written = match deferred {
-                    Some(_) => store::write_batch_unsynced(&mut conn, &records),
-                    None => store::write_batch(&mut conn, &records),
+                    Some(_) => store::write_batch_unsynced(&mut conn, &records, &erasures),
+                    None => store::write_batch_and_forget(&mut conn, &records, &erasures),
                 };
                 match written {
                     Ok(outcomes) => return Ok((outcomes, deferred)),
@@ -732,6 +818,58 @@ fn syncer(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Queued for (bool, u32) {
+        fn is_erasure(&self) -> bool {
+            self.0
+        }
+    }
+
+    #[test]
+    fn erasures_take_a_bounded_share_of_each_batch_and_reports_none_wait() {
+        // 20 erasures queued among 20 reports; batches of at most 8 reports.
+        let mut queue: std::collections::VecDeque<(bool, u32)> =
+            (0..40).map(|i| (i % 2 == 0, i)).collect();
+        let mut waiting = std::collections::VecDeque::new();
+        let mut batches = Vec::new();
+        loop {
+            let mut batch = Vec::new();
+            let first = queue.pop_front();
+            if first.is_none() && waiting.is_empty() {
+                break;
+            }
+            fill(&mut batch, first, || queue.pop_front(), &mut waiting, 8);
+            batches.push(batch);
+        }
+        let reports: Vec<usize> = batches
+            .iter()
+            .map(|b| b.iter().filter(|j| !j.0).count())
+            .collect();
+        let erasures: Vec<usize> = batches
+            .iter()
+            .map(|b| b.iter().filter(|j| j.0).count())
+            .collect();
+        // Reports fill every batch they can: none waits behind an erasure.
+        assert_eq!(reports, [8, 8, 4, 0, 0]);
+        assert!(
+            erasures.iter().all(|n| *n <= ERASURES_PER_BATCH),
+            "{erasures:?}"
+        );
+        assert_eq!(erasures, [ERASURES_PER_BATCH; 5]);
+        // Erasures keep their order.
+        let order: Vec<u32> = batches
+            .iter()
+            .flatten()
+            .filter(|j| j.0)
+            .map(|j| j.1)
+            .collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
+        // In each batch the reports come before the erasures.
+        for b in &batches {
+            let first_erasure = b.iter().position(|j| j.0).unwrap_or(b.len());
+            assert!(b[first_erasure..].iter().all(|j| j.0));
+        }
+    }
     use crate::db::Faults;
 
     /// A batch of `n` reports written in the state's current generation.

@@ -17,7 +17,7 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 /// Nice value of the read threads: under contention the kernel's fair
 /// scheduler gives a thread at nice 10 about a tenth of the CPU share of
@@ -67,6 +67,21 @@ impl Reads {
         }
     }
 
+    /// A slot for work that runs elsewhere (an erasure, which the writer
+    /// performs), held until the permit is dropped; refused after the
+    /// refusal pause when every slot is taken.
+    pub async fn enter(&self) -> Result<OwnedSemaphorePermit, Refused> {
+        match self.slots.clone().try_acquire_owned() {
+            Ok(slot) => Ok(slot),
+            Err(_) => {
+                if !self.refusal_pause.is_zero() {
+                    tokio::time::sleep(self.refusal_pause).await;
+                }
+                Err(Refused::Busy)
+            }
+        }
+    }
+
     /// Runs `f` on a read thread, or refuses (after the refusal pause) when
     /// every slot is taken. The slot is held until `f` returns, even if the
     /// caller stops waiting, so that abandoned requests cannot pile up
@@ -75,14 +90,9 @@ impl Reads {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, Refused> {
-        let Ok(slot) = self.slots.clone().try_acquire_owned() else {
-            // Not waiting for a slot: the read is refused now, only its
-            // answer waits.
-            if !self.refusal_pause.is_zero() {
-                tokio::time::sleep(self.refusal_pause).await;
-            }
-            return Err(Refused::Busy);
-        };
+        // Not waiting for a slot: a read is refused at once, only the
+        // answer waits.
+        let slot = self.enter().await?;
         let (reply, answer) = oneshot::channel();
         let job: Job = Box::new(move || {
             // A panicking read fails alone (its request gets an error) and

@@ -169,30 +169,64 @@ pub fn is_retryable(e: &DieselError) -> bool {
 /// batch is visible, and no outcome is returned, unless the whole transaction
 /// committed.
 pub fn write_batch(conn: &mut DbConn, records: &[Record]) -> QueryResult<Vec<Outcome>> {
+    write_batch_and_forget(conn, records, &[])
+}
+
+/// Writes a batch like [`write_batch`] and, in the same transaction after
+/// it, forgets the installs whose pseudonyms are in `erasures`, each as
+/// [`forget_instance`] does. The outcomes hold one entry per record, then
+/// one ([`Outcome::Accepted`]) per erasure, found or not.
+pub fn write_batch_and_forget(
+    conn: &mut DbConn,
+    records: &[Record],
+    erasures: &[[u8; 32]],
+) -> QueryResult<Vec<Outcome>> {
     match conn {
         // IMMEDIATE takes the write lock up front: no upgrade deadlock with a
         // concurrent reader-turned-writer (e.g. `anonstats prune`).
         DbConn::Sqlite(c) => c.immediate_transaction(|c| {
             let mut conn = BatchConn::Sqlite(c);
-            write_batch_in(&mut conn, records)
+            write_and_forget_in(&mut conn, records, erasures)
         }),
         DbConn::Pg(c) => c.transaction(|c| {
             let mut conn = BatchConn::Pg(c);
-            write_batch_in(&mut conn, records)
+            write_and_forget_in(&mut conn, records, erasures)
         }),
     }
 }
 
-/// Writes a batch like [`write_batch`], but returns as soon as it is
-/// committed, before the commit is known to be on disk; the caller must run
-/// [`CommitSync::sync`] before it tells anyone the reports are stored.
+fn write_and_forget_in(
+    conn: &mut BatchConn<'_>,
+    records: &[Record],
+    erasures: &[[u8; 32]],
+) -> QueryResult<Vec<Outcome>> {
+    let mut outcomes = if records.is_empty() {
+        Vec::new()
+    } else {
+        write_batch_in(conn, records)?
+    };
+    for hash in erasures {
+        // Whether anything was found is deliberately dropped here.
+        forget_instance_in(conn, hash.to_vec())?;
+        outcomes.push(Outcome::Accepted);
+    }
+    Ok(outcomes)
+}
+
+/// Writes a batch like [`write_batch_and_forget`], but returns as soon as it
+/// is committed, before the commit is known to be on disk; the caller must
+/// run [`CommitSync::sync`] before it tells anyone the reports are stored.
 ///
 /// This lets the writer prepare and commit the next batch while the disk
 /// flushes the previous one, instead of waiting for every flush in turn.
 /// Other connections may read the batch before it is durable; if the
 /// machine fails before the sync, the batch is lost, but nothing was
 /// acknowledged, and the clients send the same reports again.
-pub fn write_batch_unsynced(conn: &mut DbConn, records: &[Record]) -> QueryResult<Vec<Outcome>> {
+pub fn write_batch_unsynced(
+    conn: &mut DbConn,
+    records: &[Record],
+    erasures: &[[u8; 32]],
+) -> QueryResult<Vec<Outcome>> {
     use diesel::connection::SimpleConnection;
     match conn {
         DbConn::Sqlite(c) => {
@@ -201,7 +235,7 @@ pub fn write_batch_unsynced(conn: &mut DbConn, records: &[Record]) -> QueryResul
             c.batch_execute("PRAGMA synchronous = NORMAL")?;
             let result = c.immediate_transaction(|c| {
                 let mut conn = BatchConn::Sqlite(c);
-                write_batch_in(&mut conn, records)
+                write_and_forget_in(&mut conn, records, erasures)
             });
             c.batch_execute("PRAGMA synchronous = FULL")?;
             result
@@ -211,7 +245,7 @@ pub fn write_batch_unsynced(conn: &mut DbConn, records: &[Record]) -> QueryResul
             // WAL flush, which the next synchronous commit performs.
             c.batch_execute("SET LOCAL synchronous_commit = off")?;
             let mut conn = BatchConn::Pg(c);
-            write_batch_in(&mut conn, records)
+            write_and_forget_in(&mut conn, records, erasures)
         }),
     }
 }
