@@ -91,10 +91,9 @@ struct Job {
 
 /// Erasures written per batch at most. Erasures share the writer, its
 /// transactions and its flushes with the reports instead of taking the
-/// database's write lock for a durable commit each: a flood of them from
-/// many sources then costs intake a few statements per batch, not the
-/// lock. Those beyond this many wait for the next batches, so reports keep
-/// their pace whatever the erasures queued.
+/// database's write lock for a durable commit each. Those beyond this many
+/// (or beyond [`ERASURES_PER_SECOND`]) wait for the next batches, so
+/// reports keep their pace whatever the erasures queued.
 pub const ERASURES_PER_BATCH: usize = 4;
 
 /// Shared view of the writer's health, for readiness checks and metrics.
@@ -470,19 +469,28 @@ fn raise_priority() {
 fn run(rx: Receiver<Job>, mut writer: BatchWriter) {
     let max_batch = writer.config.max_batch;
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
-    // Erasures beyond this batch's share, oldest first.
+    // Erasures beyond what the batches so far could take, oldest first.
     let mut waiting: std::collections::VecDeque<Job> = Default::default();
+    let mut budget = ErasureBudget::new(Instant::now());
+    let mut stopping = false;
     let mut last_probe: Option<Instant> = None;
     loop {
-        // Block for the first job, unless erasures wait; the senders are
-        // gone when the server stopped.
+        let allowed = if stopping {
+            ERASURES_PER_BATCH
+        } else {
+            budget.available(Instant::now())
+        };
+        // Block for the first job, unless erasures may go now; the senders
+        // are gone when the server stopped.
         let first = if waiting.is_empty() {
             rx.recv_timeout(IDLE_WAIT)
-        } else {
+        } else if allowed > 0 || stopping {
             rx.try_recv().map_err(|e| match e {
                 mpsc::TryRecvError::Empty => RecvTimeoutError::Timeout,
                 mpsc::TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
             })
+        } else {
+            rx.recv_timeout(budget.until_next(Instant::now()))
         };
         let first = match first {
             Ok(job) => Some(job),
@@ -495,17 +503,32 @@ fn run(rx: Receiver<Job>, mut writer: BatchWriter) {
                 continue;
             }
             Err(RecvTimeoutError::Disconnected) if waiting.is_empty() => break,
-            Err(_) => None,
+            Err(RecvTimeoutError::Disconnected) => {
+                // Whatever waits is answered before the writer stops.
+                stopping = true;
+                None
+            }
+            Err(RecvTimeoutError::Timeout) => None,
+        };
+        let allowed = if stopping {
+            ERASURES_PER_BATCH
+        } else {
+            budget.available(Instant::now())
         };
         // Group commit: whatever queued while the last transaction ran goes
         // into this one.
-        fill(
+        let erasures = fill(
             &mut batch,
             first,
             || rx.try_recv().ok(),
             &mut waiting,
             max_batch,
+            allowed,
         );
+        budget.spend(erasures);
+        if batch.is_empty() {
+            continue;
+        }
         // Counted as unanswered before leaving the queue count, so that
         // the total held is never under-counted.
         writer
@@ -521,6 +544,51 @@ fn run(rx: Receiver<Job>, mut writer: BatchWriter) {
     tracing::debug!("writer stopped: queue drained");
 }
 
+/// Erasures the writer performs per second at most, in bursts of up to
+/// [`ERASURES_PER_BATCH`]. An erasure costs the writer about as much as a
+/// few reports (it reads the install, or another one, and moves every
+/// aggregate of its snapshot), so a flood of erasures from many sources,
+/// each within its own budget, could otherwise take a large share of
+/// intake. Installs ask to be forgotten a few times a day; the erasures
+/// waiting for their turn are bounded by the read slots, and a request
+/// that finds none free is refused with `503` and `Retry-After`.
+pub const ERASURES_PER_SECOND: f64 = 50.0;
+
+/// The token bucket of [`ERASURES_PER_SECOND`].
+struct ErasureBudget {
+    tokens: f64,
+    at: Instant,
+}
+
+impl ErasureBudget {
+    fn new(now: Instant) -> ErasureBudget {
+        ErasureBudget {
+            tokens: ERASURES_PER_BATCH as f64,
+            at: now,
+        }
+    }
+
+    /// Erasures that may go into the next batch.
+    fn available(&mut self, now: Instant) -> usize {
+        let refill = now.saturating_duration_since(self.at).as_secs_f64() * ERASURES_PER_SECOND;
+        self.tokens = (self.tokens + refill).min(ERASURES_PER_BATCH as f64);
+        self.at = now;
+        (self.tokens.floor() as usize).min(ERASURES_PER_BATCH)
+    }
+
+    fn spend(&mut self, n: usize) {
+        self.tokens = (self.tokens - n as f64).max(0.0);
+    }
+
+    /// Time until the next erasure may go.
+    fn until_next(&self, now: Instant) -> Duration {
+        let missing = (1.0 - self.tokens).max(0.0) / ERASURES_PER_SECOND;
+        let due = self.at + Duration::from_secs_f64(missing);
+        due.saturating_duration_since(now)
+            .max(Duration::from_millis(1))
+    }
+}
+
 /// A job of the writer's queue, as batching sees it.
 trait Queued {
     fn is_erasure(&self) -> bool;
@@ -533,16 +601,18 @@ impl Queued for Job {
 }
 
 /// Fills the next batch: `first` and the jobs `more` yields, until it holds
-/// `max_batch` reports or `more` has none left; then at most
-/// [`ERASURES_PER_BATCH`] erasures, oldest first. The other erasures wait in
-/// `waiting` for the batches after it.
+/// `max_batch` reports or `more` has none left; then at most `erasures`
+/// (and never more than [`ERASURES_PER_BATCH`]) of the waiting erasures,
+/// oldest first. The other erasures wait in `waiting` for the batches after
+/// it. Returns the number of erasures taken.
 fn fill<T: Queued>(
     batch: &mut Vec<T>,
     first: Option<T>,
     mut more: impl FnMut() -> Option<T>,
     waiting: &mut std::collections::VecDeque<T>,
     max_batch: usize,
-) {
+    erasures: usize,
+) -> usize {
     let mut reports = 0;
     let mut next = first;
     while let Some(job) = next {
@@ -554,8 +624,9 @@ fn fill<T: Queued>(
         }
         next = if reports < max_batch { more() } else { None };
     }
-    let erasures = waiting.len().min(ERASURES_PER_BATCH);
-    batch.extend(waiting.drain(..erasures));
+    let taken = waiting.len().min(erasures).min(ERASURES_PER_BATCH);
+    batch.extend(waiting.drain(..taken));
+    taken
 }
 
 /// Tries to reopen a database after a failure: closes every connection
@@ -826,6 +897,37 @@ mod tests {
     }
 
     #[test]
+    fn erasures_are_performed_at_most_at_their_rate() {
+        let start = Instant::now();
+        let mut budget = ErasureBudget::new(start);
+        assert_eq!(budget.available(start), ERASURES_PER_BATCH);
+        budget.spend(ERASURES_PER_BATCH);
+        assert_eq!(budget.available(start), 0);
+        let wait = budget.until_next(start);
+        assert!(
+            wait > Duration::ZERO
+                && wait
+                    <= Duration::from_secs_f64(1.0 / ERASURES_PER_SECOND)
+                        + Duration::from_millis(1)
+        );
+        // Over ten simulated seconds of a flood, no more than the rate (and
+        // the first burst) go.
+        let mut done = ERASURES_PER_BATCH;
+        let mut now = start;
+        for _ in 0..10_000 {
+            now += Duration::from_millis(1);
+            let n = budget.available(now);
+            budget.spend(n);
+            done += n;
+        }
+        let most = ERASURES_PER_BATCH + (10.0 * ERASURES_PER_SECOND) as usize;
+        assert!(
+            done <= most && done + 1 >= most,
+            "{done} erasures, at most {most}"
+        );
+    }
+
+    #[test]
     fn erasures_take_a_bounded_share_of_each_batch_and_reports_none_wait() {
         // 20 erasures queued among 20 reports; batches of at most 8 reports.
         let mut queue: std::collections::VecDeque<(bool, u32)> =
@@ -838,7 +940,14 @@ mod tests {
             if first.is_none() && waiting.is_empty() {
                 break;
             }
-            fill(&mut batch, first, || queue.pop_front(), &mut waiting, 8);
+            fill(
+                &mut batch,
+                first,
+                || queue.pop_front(),
+                &mut waiting,
+                8,
+                ERASURES_PER_BATCH,
+            );
             batches.push(batch);
         }
         let reports: Vec<usize> = batches
