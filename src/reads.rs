@@ -19,10 +19,12 @@ use std::time::Duration;
 
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
-/// Nice value of the read threads: under contention the kernel's fair
-/// scheduler gives a thread at nice 10 about a tenth of the CPU share of
-/// one at nice 0.
-pub const READ_NICE: i32 = 10;
+/// Nice value of the read threads, the lowest there is: under contention
+/// the kernel's fair scheduler weighs a thread at nice 19 at about 1.5% of
+/// one at nice 0, so that even every read slot busy with an expensive query
+/// takes little from intake, while an idle machine runs reads at full
+/// speed.
+pub const READ_NICE: i32 = 19;
 
 /// Why a read did not run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

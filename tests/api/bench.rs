@@ -19,9 +19,20 @@ fn expected_rows(backend: &str) -> Vec<String> {
         "seeded.max_rps",
         "seeded.ratio",
         "disk.bytes_per_instance",
+        "hostile.alone_rps",
     ]
     .map(String::from)
     .to_vec();
+    for flood in [
+        "stats_one_source",
+        "stats_many_sources",
+        "erasures_one_source",
+        "erasures_many_sources",
+        "slowloris",
+    ] {
+        names.push(format!("hostile.{flood}.ratio"));
+        names.push(format!("hostile.{flood}.report_5xx"));
+    }
     for load in ["open50", "open80"] {
         for m in ["p50_ms", "p99_ms", "p999_ms", "errors"] {
             names.push(format!("{load}.{m}"));
