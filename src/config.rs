@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::ingest::WriterConfig;
-use crate::ratelimit::Limits;
+use crate::limits::Limits;
 use crate::release;
 use crate::reporting;
 use crate::retention::{Retention, DEFAULT_PRUNE_INTERVAL_HOURS};
@@ -15,6 +15,10 @@ use crate::retention::{Retention, DEFAULT_PRUNE_INTERVAL_HOURS};
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
 /// Default database: a SQLite file in the working directory.
 pub const DEFAULT_DATABASE: &str = "anonstats.db";
+/// Default `--pool-size`.
+pub const DEFAULT_POOL_SIZE: u32 = 8;
+/// Default `--shutdown-timeout`, seconds.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: u64 = 30;
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
@@ -63,9 +67,9 @@ impl Config {
             catalog: Arc::new(Catalog::builtin()),
             secret: None,
             writer: WriterConfig::default(),
-            pool_size: 8,
+            pool_size: DEFAULT_POOL_SIZE,
             workers: None,
-            shutdown_timeout: 30,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             legacy_product: "passbolt".to_owned(),
             stats: reporting::Settings::default(),
             limits: Limits::default(),

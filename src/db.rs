@@ -34,6 +34,8 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::{Connection, ConnectionError, PgConnection, SqliteConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
+use anyhow::Context;
+
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 
@@ -818,6 +820,69 @@ fn redact_query_password(path_and_query: &str) -> String {
         })
         .collect();
     format!("{}?{}", &path_and_query[..q], params.join("&"))
+}
+
+/// Connects, applies migrations and returns the pool. A SQLite file is
+/// created if missing; a URL that cannot work is refused before connecting.
+pub fn prepare_database(url: &str, pool_size: u32) -> anyhow::Result<Pool> {
+    prepare_database_sharing(url, pool_size, &Storage::default())
+}
+
+/// [`prepare_database`], with a pool of `storage`'s connections.
+pub fn prepare_database_sharing(
+    url: &str,
+    pool_size: u32,
+    storage: &Storage,
+) -> anyhow::Result<Pool> {
+    check(url, Need::CreateIfMissing)?;
+    let pool = pool_sharing(url, pool_size, storage);
+    let mut conn = pool
+        .get()
+        .with_context(|| format!("cannot connect to database {}", redact_url(url)))?;
+    let applied = run_migrations(&mut conn)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("cannot apply migrations to {}", redact_url(url)))?;
+    if applied > 0 {
+        tracing::info!(applied, "database migrations applied");
+    }
+    Ok(pool)
+}
+
+/// Runs `sql` (written with `?` placeholders) as a boxed query with the
+/// binds added by `$binds` and loads rows of type `$row`. PostgreSQL wants
+/// `$1, $2, ...`. The one place outside the store where the backends
+/// differ: reporting reads are plain SQL that both backends read alike.
+macro_rules! load_sql {
+    ($conn:expr, $sql:expr, $row:ty, |$q:ident| $binds:expr) => {
+        match $conn {
+            $crate::db::DbConn::Pg(c) => {
+                let $q = diesel::sql_query($crate::db::numbered_placeholders($sql)).into_boxed();
+                $binds.load::<$row>(c)
+            }
+            $crate::db::DbConn::Sqlite(c) => {
+                let $q = diesel::sql_query($sql).into_boxed();
+                $binds.load::<$row>(c)
+            }
+        }
+    };
+}
+pub(crate) use load_sql;
+
+/// Rewrites `?` placeholders as `$1, $2, ...` (our statements have no `?`
+/// inside literals).
+pub(crate) fn numbered_placeholders(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut n = 0;
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            out.push('$');
+            out.push_str(&n.to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[cfg(test)]

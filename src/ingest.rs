@@ -30,7 +30,7 @@ use tokio::sync::oneshot;
 
 use crate::anonymize::Record;
 use crate::db::{self, Pool, Storage};
-use crate::metrics::{self, Histogram, BATCH_SIZE_BUCKETS, COMMIT_SECONDS_BUCKETS};
+use crate::histogram::{self, Histogram, BATCH_SIZE_BUCKETS, COMMIT_SECONDS_BUCKETS};
 use crate::store::{self, CommitSync, Outcome};
 
 /// How long the writer waits for a connection before failing a batch: well
@@ -43,6 +43,11 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 const RECOVERY_WAIT: Duration = Duration::from_secs(1);
 /// How long the writer sleeps waiting for work before checking on the database.
 const IDLE_WAIT: Duration = Duration::from_millis(200);
+
+/// Default `--queue-capacity`.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 2048;
+/// Default `--max-batch`.
+pub const DEFAULT_MAX_BATCH: usize = 1024;
 
 /// Tuning of the writer.
 #[derive(Debug, Clone)]
@@ -58,8 +63,8 @@ pub struct WriterConfig {
 impl Default for WriterConfig {
     fn default() -> Self {
         WriterConfig {
-            queue_capacity: 2048,
-            max_batch: 1024,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            max_batch: DEFAULT_MAX_BATCH,
             max_attempts: 3,
         }
     }
@@ -77,6 +82,9 @@ pub enum IngestError {
 }
 
 /// What the writer is asked to do.
+// Nearly every job is a report: boxing it would cost an allocation per
+// report to save a few hundred bytes on the rare erasure.
+#[allow(clippy::large_enum_variant)]
 enum Work {
     /// Store an anonymised report.
     Report(Record),
@@ -796,7 +804,7 @@ impl BatchWriter {
             Ok((outcomes, None)) => {
                 state
                     .commit_seconds
-                    .observe(metrics::seconds(started.elapsed()));
+                    .observe(histogram::seconds(started.elapsed()));
                 tracing::debug!(
                     reports = records.len(),
                     elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
@@ -853,7 +861,7 @@ fn syncer(
                     }
                     state
                         .commit_seconds
-                        .observe(metrics::seconds(c.started.elapsed()));
+                        .observe(histogram::seconds(c.started.elapsed()));
                     state.answered(c.replies.len());
                     for (reply, outcome) in c.replies.into_iter().zip(c.outcomes) {
                         let _ = reply.send(Ok(outcome));

@@ -1,10 +1,15 @@
 //! anonstats: an opt-in, anonymous usage statistics collector.
 //!
 //! Data flows one way: request -> [`validation`] against the [`catalog`] ->
-//! [`anonymize`] (drop the address, key-hash identifiers, keep the UTC day)
-//! -> [`ingest`] (batching writer) -> [`store`] -> database -> [`reporting`]
-//! (k-anonymous reports for the stats API and CLI); [`release`] publishes
-//! differentially private releases for the public.
+//! [`intake`]: [`anonymize`] (drop the address, key-hash identifiers, keep
+//! the UTC day), the daily cap of [`limits`], then [`ingest`] (batching
+//! writer) -> [`store`] -> database -> [`reporting`] (k-anonymous reports
+//! for the stats API and CLI); [`publication`] publishes the differentially
+//! private [`release`]s for the public.
+//!
+//! Imports point one way, from [`cli`] (flags) and [`startup`] (the server)
+//! through [`routes`] and [`state`] down to the domain modules and [`db`];
+//! `tests/api/architecture.rs` checks it.
 
 pub mod access;
 pub mod anonymize;
@@ -12,14 +17,18 @@ pub mod bench;
 pub mod catalog;
 pub mod cli;
 pub mod client;
+pub mod client_ip;
 pub mod clock;
 pub mod config;
 pub mod db;
 pub mod erasure;
-pub mod error;
+pub mod grouping;
+pub mod histogram;
 pub mod ingest;
+pub mod intake;
+pub mod limits;
 pub mod metrics;
-pub mod ratelimit;
+pub mod publication;
 pub mod reads;
 pub mod release;
 pub mod reporting;
@@ -29,6 +38,19 @@ pub mod schema;
 pub mod secret;
 pub mod simulate;
 pub mod startup;
+pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod validation;
+
+/// Paths the benchmark (`src/bench`) imports.
+#[doc(hidden)]
+pub mod error {
+    pub use crate::routes::error::*;
+}
+
+/// Paths the benchmark (`src/bench`) imports.
+#[doc(hidden)]
+pub mod ratelimit {
+    pub use crate::limits::Limits;
+}

@@ -12,7 +12,6 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use chrono::{Days, NaiveDate};
-use clap::Args;
 
 use crate::clock::Clock;
 use crate::db::{DbConn, Pool};
@@ -55,35 +54,6 @@ impl Retention {
             .checked_sub_days(Days::new(u64::from(self.dedupe_days)))
             .unwrap_or(NaiveDate::MIN);
         store::prune(conn, instances_before, keys_before)
-    }
-}
-
-/// The retention flags shared by `serve` and `prune`.
-#[derive(Debug, Clone, Args)]
-pub struct RetentionArgs {
-    /// Delete the snapshot of an instance not seen for this many days (its
-    /// share of the aggregates goes with it; event counts are kept).
-    #[arg(long, env = "ANONSTATS_RETAIN_DAYS", default_value_t = DEFAULT_RETAIN_DAYS, value_name = "DAYS")]
-    pub retain_days: u32,
-    /// Keep report ids (as keyed hashes) this many days to recognise retried
-    /// reports; at least 7.
-    #[arg(long, env = "ANONSTATS_DEDUPE_DAYS", default_value_t = DEFAULT_DEDUPE_DAYS, value_name = "DAYS")]
-    pub dedupe_days: u32,
-}
-
-impl RetentionArgs {
-    /// The validated retention.
-    pub fn retention(&self) -> Result<Retention, String> {
-        if self.retain_days == 0 {
-            return Err("--retain-days must be at least 1".to_owned());
-        }
-        if self.dedupe_days < MIN_DEDUPE_DAYS {
-            return Err(format!("--dedupe-days must be at least {MIN_DEDUPE_DAYS}"));
-        }
-        Ok(Retention {
-            retain_days: self.retain_days,
-            dedupe_days: self.dedupe_days,
-        })
     }
 }
 

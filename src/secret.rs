@@ -11,6 +11,7 @@
 //! that record; [`rotate`] (`anonstats rotate-secret`) changes the record
 //! and deletes what the old secret keyed, following docs/retention.md.
 
+use anyhow::Context;
 use subtle::ConstantTimeEq;
 
 use crate::anonymize::{self, Pseudonymizer, MIN_SECRET_CHARS};
@@ -251,4 +252,30 @@ pub fn rotate(conn: &mut DbConn, configured: Option<&str>) -> Result<Rotation, S
         deleted,
         scrub_failed,
     })
+}
+
+/// The pseudonymiser of the configured secret, or of the one kept in the
+/// database (generated on first start), so that every process writing to
+/// one database hashes an install's id alike. Refuses a secret other than
+/// the one the stored pseudonyms were made with (see [`load`]).
+pub fn load_pseudonymizer(
+    secret: Option<&str>,
+    pool: &crate::db::Pool,
+    database_url: &str,
+) -> anyhow::Result<Pseudonymizer> {
+    let database = crate::db::redact_url(database_url);
+    let mut conn = pool
+        .get()
+        .with_context(|| format!("cannot connect to database {database}"))?;
+    let loaded =
+        load(&mut conn, secret).with_context(|| format!("refusing to use database {database}"))?;
+    if loaded.generated {
+        tracing::info!(
+            database = %database,
+            setting = SECRET_SETTING,
+            "generated a new pseudonymisation secret and kept it in the database's settings \
+             table: a copy of the database or of its backups holds it (see docs/privacy.md)"
+        );
+    }
+    Ok(loaded.pseudonymizer)
 }

@@ -27,7 +27,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::{Days, NaiveDate};
-use clap::Args;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use uuid::Uuid;
@@ -35,53 +34,44 @@ use uuid::Uuid;
 use crate::anonymize;
 use crate::catalog::{Catalog, Product};
 use crate::client::{Client, Delivery, Draft, Options, SendError};
-use crate::clock::{Clock, TODAY_ENV};
+use crate::clock::Clock;
 use crate::store::{self, Outcome};
-use crate::{startup, validation};
+use crate::{db, secret, validation};
 
 /// Default number of simulated installs.
 pub const DEFAULT_INSTANCES: usize = 4000;
 /// Default days of simulated history.
 pub const DEFAULT_DAYS: u32 = 365;
 
-/// Flags of `anonstats simulate`.
-#[derive(Debug, Args)]
-pub struct SimulateArgs {
+/// Default `--collector`.
+pub const DEFAULT_COLLECTOR: &str = "http://127.0.0.1:8080";
+/// Default `--concurrency`.
+pub const DEFAULT_CONCURRENCY: usize = 8;
+
+/// What `anonstats simulate` is asked to do.
+#[derive(Debug, Clone)]
+pub struct SimulateOptions {
     /// Installs to simulate.
-    #[arg(long, default_value_t = DEFAULT_INSTANCES, value_name = "N")]
     pub instances: usize,
     /// Days of history to simulate, ending today.
-    #[arg(long, default_value_t = DEFAULT_DAYS, value_name = "D")]
     pub days: u32,
     /// Seed of the random generator; the same seed plans the same reports
     /// [default: a random seed, printed].
-    #[arg(long, value_name = "S")]
     pub seed: Option<u64>,
     /// Write the reports straight into this database (SQLite file or
     /// postgres:// URL), each on its simulated day, instead of posting them
     /// to a collector. The database must hold no real reports.
-    #[arg(long, value_name = "URL")]
     pub database: Option<String>,
     /// Catalog file of the collector, with --database [default: the
     /// built-in catalog].
-    #[arg(long, env = "ANONSTATS_CATALOG", value_name = "FILE")]
     pub catalog: Option<PathBuf>,
     /// Collector base URL, without --database.
-    #[arg(
-        long,
-        env = "ANONSTATS_COLLECTOR",
-        default_value = "http://127.0.0.1:8080",
-        value_name = "URL"
-    )]
     pub collector: String,
     /// Reports in flight at once, without --database.
-    #[arg(long, default_value_t = 8, value_name = "C")]
     pub concurrency: usize,
     /// Product to simulate [default: the catalog's first product].
-    #[arg(long, value_name = "NAME")]
     pub product: Option<String>,
     /// Pins "today" for tests of the binary, as `serve --today`.
-    #[arg(long, env = TODAY_ENV, value_name = "YYYY-MM-DD", hide = true)]
     pub today: Option<NaiveDate>,
 }
 
@@ -128,7 +118,7 @@ const PREHISTORY_DAYS: i64 = 180;
 const DATABASE_BATCH: usize = 1000;
 
 /// Runs `anonstats simulate`.
-pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
+pub fn run(args: SimulateOptions) -> anyhow::Result<()> {
     anyhow::ensure!(args.days > 0, "--days must be at least 1");
     anyhow::ensure!(args.concurrency > 0, "--concurrency must be at least 1");
     let seed = args.seed.unwrap_or_else(rand::random);
@@ -182,7 +172,7 @@ impl Waiting {
     }
 }
 
-fn product_of<'a>(args: &'a SimulateArgs, catalog: &'a Catalog) -> anyhow::Result<&'a str> {
+fn product_of<'a>(args: &'a SimulateOptions, catalog: &'a Catalog) -> anyhow::Result<&'a str> {
     match &args.product {
         Some(p) => Ok(p),
         None => catalog
@@ -192,7 +182,7 @@ fn product_of<'a>(args: &'a SimulateArgs, catalog: &'a Catalog) -> anyhow::Resul
 }
 
 /// Plans the population and writes it into the database at `url`.
-fn into_database(args: &SimulateArgs, url: &str, seed: u64) -> anyhow::Result<()> {
+fn into_database(args: &SimulateOptions, url: &str, seed: u64) -> anyhow::Result<()> {
     let bar = progress_bar("opening the database");
     let catalog = match &args.catalog {
         Some(path) => Catalog::from_file(path)?,
@@ -202,11 +192,11 @@ fn into_database(args: &SimulateArgs, url: &str, seed: u64) -> anyhow::Result<()
     let today = Clock::pinned(args.today).today();
     // The collector created the database; a missing file is a wrong path.
     crate::db::check(url, crate::db::Need::Existing)?;
-    let pool = startup::prepare_database(url, 1)?;
+    let pool = db::prepare_database(url, 1)?;
     let secret = std::env::var("ANONSTATS_SECRET")
         .ok()
         .filter(|s| !s.is_empty());
-    let pseudonymizer = startup::load_pseudonymizer(secret.as_deref(), &pool, url)?;
+    let pseudonymizer = secret::load_pseudonymizer(secret.as_deref(), &pool, url)?;
     let mut conn = pool.get().context("cannot connect to database")?;
     let marked = store::get_setting(&mut conn, store::SYNTHETIC_SETTING)?;
     anyhow::ensure!(
@@ -257,7 +247,7 @@ fn into_database(args: &SimulateArgs, url: &str, seed: u64) -> anyhow::Result<()
 }
 
 /// Plans the population and posts it to the collector.
-fn over_http(args: &SimulateArgs, seed: u64) -> anyhow::Result<()> {
+fn over_http(args: &SimulateOptions, seed: u64) -> anyhow::Result<()> {
     let bar = progress_bar(&format!("fetching the catalog from {}", args.collector));
     let waiting = Waiting::new(bar.clone());
     let client = Client::new(
@@ -354,7 +344,7 @@ fn over_http(args: &SimulateArgs, seed: u64) -> anyhow::Result<()> {
 }
 
 fn print_summary(
-    args: &SimulateArgs,
+    args: &SimulateOptions,
     plan: &Plan,
     accepted: u64,
     duplicates: u64,

@@ -4,77 +4,30 @@
 use std::net::TcpListener;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
-use actix_web::middleware::Next;
+use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 
 use crate::access::{self, Access};
-use crate::anonymize::{self, Pseudonymizer, Record};
-use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::db::{self, Backend, Pool};
-use crate::ingest::{self, Ingest, Writer};
+use crate::ingest::{self, Writer};
+use crate::intake::Intake;
+use crate::limits::{InstanceLimiter, RateLimiter, KEY_ROTATION};
 use crate::metrics::Metrics;
-use crate::ratelimit::{Cidr, ClientIpHeader, InstanceLimiter, RateLimiter, KEY_ROTATION};
-use crate::release::{self, publisher::Publisher};
-use crate::reporting;
+use crate::publication::publisher::{self, Publisher};
 use crate::retention::Pruner;
 use crate::routes;
 use crate::secret;
-use crate::store;
-use crate::validation::Report;
+use crate::state::{AppState, IntakeState, OpsState, ReadState, StatsState};
 
-/// What every handler can reach.
-pub struct AppState {
-    pub catalog: Arc<Catalog>,
-    pub pool: Pool,
-    pub ingest: Ingest,
-    pub pseudonymizer: Pseudonymizer,
-    pub legacy_product: String,
-    /// Reporting settings (k, active window, stats token).
-    pub stats: reporting::Settings,
-    /// Recent stats results, reused while nothing was stored.
-    pub stats_cache: reporting::cache::Cache,
-    /// Request counters for `GET /metrics`.
-    pub metrics: Metrics,
-    /// Per-source token buckets of the report intake routes.
-    pub rate_limiter: RateLimiter,
-    /// Per-source token buckets of every other route that does work.
-    pub read_limiter: RateLimiter,
-    /// Slots for reads (stats, erasures, readiness): a read finds one at once
-    /// or is answered 503.
-    pub reads: crate::reads::Reads,
-    /// Peers whose forwarding headers are believed.
-    pub trusted_proxies: Vec<Cidr>,
-    /// The one forwarding header those proxies set.
-    pub client_ip_header: Option<ClientIpHeader>,
-    /// Per-instance daily cap.
-    pub instance_limiter: InstanceLimiter,
-    /// Time a client has to send a request body.
-    pub request_timeout: Duration,
-    /// How long a request refused by a per-source limit waits for its 429.
-    pub refusal_pause: Duration,
-    /// Instance snapshots deleted by retention runs of this process.
-    pub pruned_instances: Arc<AtomicU64>,
-    /// Where "today" comes from.
-    pub clock: Clock,
-    /// Who may read the live statistics and metrics.
-    pub access: Access,
-    /// Public releases: the budget the ledger is read against.
-    pub releases: release::Settings,
-}
-
-impl AppState {
-    /// Anonymises a validated report as of now.
-    pub fn anonymize(&self, report: Report) -> Record {
-        anonymize::anonymize(report, &self.pseudonymizer, self.clock.today())
-    }
-}
+/// The benchmark prepares its databases as the collector does.
+pub(crate) use crate::db::prepare_database;
+/// The benchmark's baseline server logs as the collector does.
+pub(crate) use crate::routes::middleware::access_log;
 
 /// Connections of the writer's own pool: the writer, its sync thread and
 /// the SQLite checkpointer.
@@ -87,58 +40,6 @@ pub struct Application {
     writer: Writer,
     pruner: Option<Pruner>,
     publisher: Option<Publisher>,
-}
-
-/// Connects, applies migrations and returns the pool. A SQLite file is
-/// created if missing; a URL that cannot work is refused before connecting.
-pub fn prepare_database(url: &str, pool_size: u32) -> anyhow::Result<Pool> {
-    prepare_database_sharing(url, pool_size, &db::Storage::default())
-}
-
-/// [`prepare_database`], with a pool of `storage`'s connections.
-fn prepare_database_sharing(
-    url: &str,
-    pool_size: u32,
-    storage: &db::Storage,
-) -> anyhow::Result<Pool> {
-    db::check(url, db::Need::CreateIfMissing)?;
-    let pool = db::pool_sharing(url, pool_size, storage);
-    let mut conn = pool
-        .get()
-        .with_context(|| format!("cannot connect to database {}", db::redact_url(url)))?;
-    let applied = db::run_migrations(&mut conn)
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .with_context(|| format!("cannot apply migrations to {}", db::redact_url(url)))?;
-    if applied > 0 {
-        tracing::info!(applied, "database migrations applied");
-    }
-    Ok(pool)
-}
-
-/// The pseudonymiser of the configured secret, or of the one kept in the
-/// database (generated on first start), so that every process writing to
-/// one database hashes an install's id alike. Refuses a secret other than
-/// the one the stored pseudonyms were made with (see [`secret::load`]).
-pub fn load_pseudonymizer(
-    secret: Option<&str>,
-    pool: &Pool,
-    database_url: &str,
-) -> anyhow::Result<Pseudonymizer> {
-    let database = db::redact_url(database_url);
-    let mut conn = pool
-        .get()
-        .with_context(|| format!("cannot connect to database {database}"))?;
-    let loaded = secret::load(&mut conn, secret)
-        .with_context(|| format!("refusing to use database {database}"))?;
-    if loaded.generated {
-        tracing::info!(
-            database = %database,
-            setting = store::SECRET_SETTING,
-            "generated a new pseudonymisation secret and kept it in the database's settings \
-             table: a copy of the database or of its backups holds it (see docs/privacy.md)"
-        );
-    }
-    Ok(loaded.pseudonymizer)
 }
 
 /// Maintainer access: the configured token, or the stored one (generated,
@@ -180,10 +81,10 @@ impl Application {
                  trigger files exist (for tests only)"
             );
         }
-        let pool = prepare_database_sharing(&config.database_url, config.pool_size, &storage)?;
+        let pool = db::prepare_database_sharing(&config.database_url, config.pool_size, &storage)?;
         let backend = Backend::parse(&config.database_url)?;
         let pseudonymizer =
-            load_pseudonymizer(config.secret.as_deref(), &pool, &config.database_url)?;
+            secret::load_pseudonymizer(config.secret.as_deref(), &pool, &config.database_url)?;
         let (access, new_token) = load_access(&config, &pool)?;
         // The writer, its sync thread and the checkpointer have connections
         // of their own: a flood of reads can take every connection of the
@@ -211,36 +112,35 @@ impl Application {
                 pool.clone(),
                 config.catalog.clone(),
                 config.releases,
-                release::publisher::CHECK_INTERVAL,
+                publisher::CHECK_INTERVAL,
                 config.clock,
             )
         });
         let state = web::Data::new(AppState {
-            catalog: config.catalog.clone(),
-            pool,
-            ingest,
-            pseudonymizer,
-            legacy_product: config.legacy_product.clone(),
-            stats: config.stats.clone(),
-            stats_cache: Default::default(),
-            metrics: Metrics::default(),
-            rate_limiter: RateLimiter::new(limits.rate_limit, limits.max_sources, KEY_ROTATION),
-            read_limiter: RateLimiter::new(
-                limits.read_rate_limit,
-                limits.max_sources,
-                KEY_ROTATION,
-            ),
-            // One slot per connection of the readers' pool.
-            reads: crate::reads::Reads::new(config.pool_size as usize, limits.refusal_pause),
-            trusted_proxies: limits.trusted_proxies.clone(),
-            client_ip_header: limits.client_ip_header,
-            instance_limiter: InstanceLimiter::new(limits.instance_daily_limit),
-            request_timeout: limits.request_timeout,
-            refusal_pause: limits.refusal_pause,
-            pruned_instances,
-            clock: config.clock,
-            access,
-            releases: config.releases,
+            pool: pool.clone(),
+            intake: IntakeState {
+                service: Intake::new(
+                    ingest,
+                    pseudonymizer,
+                    InstanceLimiter::new(limits.instance_daily_limit),
+                    config.clock,
+                ),
+                limiter: RateLimiter::new(limits.rate_limit, limits.max_sources, KEY_ROTATION),
+            },
+            reads: ReadState {
+                // One slot per connection of the readers' pool.
+                slots: crate::reads::Reads::new(config.pool_size as usize, limits.refusal_pause),
+                limiter: RateLimiter::new(limits.read_rate_limit, limits.max_sources, KEY_ROTATION),
+            },
+            stats: StatsState {
+                cache: Default::default(),
+                access,
+            },
+            ops: OpsState {
+                metrics: Metrics::default(),
+                pruned_instances,
+            },
+            config: config.clone(),
         });
         if let Clock::Fixed(day) = config.clock {
             tracing::warn!(%day, "the clock is pinned: every report is stamped with this day");
@@ -265,7 +165,9 @@ impl Application {
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
-                .wrap(actix_web::middleware::from_fn(access_log))
+                .wrap(actix_web::middleware::from_fn(
+                    routes::middleware::access_log,
+                ))
                 .configure(routes::configure)
                 .default_service(web::to(routes::not_found))
         })
@@ -327,6 +229,15 @@ impl Application {
     }
 }
 
+/// Runs the collector until a signal stops it (see [`stop_on_signal`]).
+pub fn serve(config: Config) -> anyhow::Result<()> {
+    actix_web::rt::System::new().block_on(async move {
+        let app = Application::build(config)?;
+        actix_web::rt::spawn(stop_on_signal(app.handle()));
+        app.run_until_stopped().await.context("server failed")
+    })
+}
+
 /// Stops the server on SIGTERM or SIGINT (Ctrl-C) alike: no new connections,
 /// in-flight requests finish within the shutdown timeout, then the writer
 /// commits what was accepted. Only SIGQUIT stops at once.
@@ -349,46 +260,4 @@ pub async fn stop_on_signal(handle: actix_web::dev::ServerHandle) {
     };
     tracing::info!(graceful, "stopping on a signal");
     handle.stop(graceful).await;
-}
-
-/// One line per request: method, route, status, size and duration. Never the
-/// address, the user agent or the raw path (which any client can fill with
-/// anything): the route pattern is logged instead.
-pub(crate) async fn access_log(
-    req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let started = Instant::now();
-    // A method token is the client's to choose: only the standard ones are
-    // logged as such.
-    let method: &'static str = match req.method().as_str() {
-        "GET" => "GET",
-        "HEAD" => "HEAD",
-        "POST" => "POST",
-        "PUT" => "PUT",
-        "DELETE" => "DELETE",
-        "PATCH" => "PATCH",
-        "OPTIONS" => "OPTIONS",
-        "CONNECT" => "CONNECT",
-        "TRACE" => "TRACE",
-        _ => "OTHER",
-    };
-    let route = req
-        .match_pattern()
-        .unwrap_or_else(|| "(unmatched)".to_owned());
-    let res = next.call(req).await?;
-    let size = match res.response().body().size() {
-        actix_web::body::BodySize::Sized(n) => n,
-        _ => 0,
-    };
-    tracing::info!(
-        target: "anonstats::access",
-        method = %method,
-        path = %route,
-        status = res.status().as_u16(),
-        size,
-        duration_ms = (started.elapsed().as_secs_f64() * 1000.0 * 100.0).round() / 100.0,
-        "request"
-    );
-    Ok(res)
 }

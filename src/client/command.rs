@@ -13,10 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clap::Args;
 use uuid::Uuid;
 
-use super::optin::{self, OptIn, CONFIG_ENV};
+use super::optin::{self, OptIn};
 use super::report::{explain, Draft};
 use super::transport::{Client, Delivery, Options};
 use crate::catalog::Catalog;
@@ -25,83 +24,64 @@ use crate::catalog::Catalog;
 /// `--collector` or the opt-in file's `collector`.
 pub const DEFAULT_COLLECTOR: &str = "https://stats.example.org";
 
-/// Flags of `anonstats send`.
-#[derive(Debug, Args)]
-pub struct SendArgs {
+/// Default `--timeout`, seconds.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 10;
+/// Default `--retries`.
+pub const DEFAULT_RETRIES: u32 = 4;
+
+/// What `anonstats send` is asked to do.
+#[derive(Debug, Clone)]
+pub struct SendOptions {
     /// Opt-in file (JSON, or passbolt-style PHP when it ends in .php)
     /// [default: $XDG_CONFIG_HOME/anonstats/client.json or ~/.config/anonstats/client.json].
-    #[arg(long, env = CONFIG_ENV, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Collector base URL [default: the opt-in file's "collector", else https://stats.example.org].
-    #[arg(long, env = "ANONSTATS_COLLECTOR", value_name = "URL")]
     pub collector: Option<String>,
-
     /// Record the administrator's agreement (and generate the instance id once); sends nothing.
-    #[arg(long, conflicts_with_all = ["opt_out", "forget", "dry_run", "explain"])]
     pub opt_in: bool,
     /// Record that nothing may be sent any more; sends nothing.
-    #[arg(long, conflicts_with_all = ["forget", "dry_run", "explain"])]
     pub opt_out: bool,
     /// Ask the collector to erase this install's stored state, then opt out
     /// and drop the instance id.
-    #[arg(long, conflicts_with_all = ["dry_run", "explain"])]
     pub forget: bool,
-
     /// Print on stdout the exact JSON that would be sent; no connection is made.
-    #[arg(long, conflicts_with = "explain")]
     pub dry_run: bool,
     /// Explain field by field what would be sent and why it cannot identify anyone; no connection is made.
-    #[arg(long)]
     pub explain: bool,
-
     /// Product [default: the catalog's first product].
-    #[arg(long, value_name = "NAME")]
     pub product: Option<String>,
     /// What happened: install or update.
-    #[arg(long, value_name = "EVENT")]
     pub event: Option<String>,
     /// Version now installed.
-    #[arg(long, value_name = "VERSION")]
     pub version: Option<String>,
     /// Version updated from (update only).
-    #[arg(long, value_name = "VERSION")]
     pub previous_version: Option<String>,
     /// A catalog attribute, repeatable: --attribute edition=ce.
-    #[arg(long = "attribute", value_name = "NAME=VALUE")]
     pub attributes: Vec<String>,
     /// A catalog counter, repeatable: --counter users=42.
-    #[arg(long = "counter", value_name = "NAME=N")]
     pub counters: Vec<String>,
     /// A catalog feature, repeatable: --feature mfa=true.
-    #[arg(long = "feature", value_name = "NAME=true|false")]
     pub features: Vec<String>,
     /// JSON file with any of product, event, version, previous_version,
     /// attributes, counters and features; flags override it.
-    #[arg(long, value_name = "FILE")]
     pub from_file: Option<PathBuf>,
     /// Check against this catalog file instead of the collector's GET
     /// /api/v1/catalog when sending, or the built-in catalog with
     /// --dry-run and --explain (which never connect).
-    #[arg(long, value_name = "FILE")]
     pub catalog: Option<PathBuf>,
     /// Report id to use instead of a fresh one (to resend a report without
     /// counting it twice).
-    #[arg(long, value_name = "UUID")]
     pub report_id: Option<Uuid>,
-
     /// Connect and total timeout of each request, in seconds.
-    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     pub timeout: u64,
     /// Retries after the first attempt (network errors, 429, 502, 503, 504).
-    #[arg(long, default_value_t = 4, value_name = "N")]
     pub retries: u32,
     /// Exit non-zero when the report could not be built or sent.
-    #[arg(long)]
     pub strict: bool,
 }
 
 /// Runs `anonstats send`.
-pub fn run(args: SendArgs) -> anyhow::Result<()> {
+pub fn run(args: SendOptions) -> anyhow::Result<()> {
     let path = args.config.clone().unwrap_or_else(optin::default_path);
     if args.opt_in || args.opt_out {
         return set_choice(&args, &path);
@@ -123,7 +103,7 @@ fn note(s: &str) {
     eprintln!("anonstats: {s}");
 }
 
-fn client(args: &SendArgs, choice: &OptIn) -> (Client, String) {
+fn client(args: &SendOptions, choice: &OptIn) -> (Client, String) {
     let url = args
         .collector
         .clone()
@@ -138,7 +118,7 @@ fn client(args: &SendArgs, choice: &OptIn) -> (Client, String) {
     (Client::new(&url, options), url)
 }
 
-fn set_choice(args: &SendArgs, path: &Path) -> anyhow::Result<()> {
+fn set_choice(args: &SendOptions, path: &Path) -> anyhow::Result<()> {
     let current = OptIn::load(path)?;
     let choice = if args.opt_in {
         let mut c = current.opted_in();
@@ -168,7 +148,7 @@ fn set_choice(args: &SendArgs, path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn forget(args: &SendArgs, path: &Path) -> anyhow::Result<()> {
+fn forget(args: &SendOptions, path: &Path) -> anyhow::Result<()> {
     let choice = OptIn::load(path)?;
     let Some(id) = choice.instance_id else {
         note(&format!(
@@ -194,7 +174,7 @@ fn forget(args: &SendArgs, path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn send(args: &SendArgs, path: &Path) -> anyhow::Result<()> {
+fn send(args: &SendOptions, path: &Path) -> anyhow::Result<()> {
     let choice = OptIn::load(path)?;
     let preview = args.dry_run || args.explain;
     if !preview && !choice.send {
@@ -285,7 +265,7 @@ fn send(args: &SendArgs, path: &Path) -> anyhow::Result<()> {
 }
 
 /// The report's content from `--from-file` and the flags (which win).
-fn draft(args: &SendArgs) -> anyhow::Result<Draft> {
+fn draft(args: &SendOptions) -> anyhow::Result<Draft> {
     let base = match &args.from_file {
         Some(file) => {
             let text = std::fs::read_to_string(file)

@@ -12,13 +12,16 @@ use chrono::{Duration, NaiveDate};
 use serde::{Deserialize, Serialize};
 
 use super::mechanism::Sigma;
-use crate::reporting::Interval;
+use crate::grouping::Interval;
 
 /// Length of the period the budget is for, in days.
 pub const PERIOD_DAYS: i64 = 365;
 
 /// Default `--privacy-budget`: rho per 365 days (see docs/privacy.md).
 pub const DEFAULT_BUDGET: f64 = 0.5;
+
+/// Default `--release-cadence`.
+pub const DEFAULT_CADENCE: Cadence = Cadence::Weekly;
 
 /// How often `serve` publishes a release.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,7 +56,7 @@ impl Cadence {
     }
 
     /// Name used by the flag and in releases.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Cadence::Daily => "daily",
             Cadence::Weekly => "weekly",

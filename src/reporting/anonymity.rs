@@ -35,10 +35,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-/// Label of the row small groups are folded into. It is also the value the
-/// collector stores for attribute values outside the catalog: both mean "a
-/// value not listed separately".
-pub const OTHER: &str = "other";
+pub use crate::grouping::{HISTOGRAM_BOUNDS, OTHER};
 
 /// How many groups a response does not show as such.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -137,11 +134,6 @@ pub fn share(part: i64, whole: i64) -> f64 {
     }
     (part as f64 / whole as f64 * 10_000.0).round() / 10_000.0
 }
-
-/// Lower bounds of the fixed histogram buckets: 0, 1, 2-5, 6-25, 26-99,
-/// 100-499, 500-1999, 2000-9999, 10000+. Each is also the lower bound of a
-/// fine storage bucket, so that every fine bucket falls in exactly one.
-pub const HISTOGRAM_BOUNDS: [i64; 9] = [0, 1, 2, 6, 26, 100, 500, 2000, 10_000];
 
 /// One shown histogram bucket: `from` to `to` inclusive (`to` is absent for
 /// the open-ended last bucket).

@@ -11,7 +11,6 @@
 
 pub mod anonymity;
 pub mod cache;
-pub mod cli;
 pub mod output;
 pub mod params;
 pub mod query;

@@ -3,10 +3,11 @@
 
 use std::fmt;
 
-use chrono::{Datelike, Duration, NaiveDate};
+use chrono::{Duration, NaiveDate};
 use serde::Serialize;
 
 use crate::catalog::Catalog;
+pub use crate::grouping::Interval;
 
 /// Default smallest group shown.
 pub const DEFAULT_K: u32 = 10;
@@ -64,36 +65,6 @@ impl StatsToken {
 impl fmt::Debug for StatsToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("StatsToken(<redacted>)")
-    }
-}
-
-/// How event counts are grouped in time.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Interval {
-    #[default]
-    Day,
-    Week,
-    Month,
-}
-
-impl Interval {
-    /// First day of the period holding `day`: the day itself, the Monday of
-    /// its ISO week, or the first of its month.
-    pub fn period_start(self, day: NaiveDate) -> NaiveDate {
-        match self {
-            Interval::Day => day,
-            Interval::Week => day - Duration::days(day.weekday().num_days_from_monday() as i64),
-            Interval::Month => day.with_day(1).expect("every month has a first day"),
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Interval::Day => "day",
-            Interval::Week => "week",
-            Interval::Month => "month",
-        }
     }
 }
 

@@ -4,7 +4,8 @@
 //! Statements are plain SQL that both backends read the same way; dates are
 //! computed in Rust and bound, and grouping into weeks and months happens in
 //! Rust, so that no date function of either backend is needed. The only
-//! difference is the placeholder syntax, handled by [`load!`].
+//! difference is the placeholder syntax, handled by
+//! [`load_sql!`](crate::db::load_sql).
 
 use std::collections::HashMap;
 
@@ -12,42 +13,7 @@ use chrono::NaiveDate;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Date, Nullable, Text};
 
-use crate::db::DbConn;
-
-/// Runs `sql` (written with `?` placeholders) as a boxed query with the
-/// binds added by `$binds` and loads rows of type `$row`. PostgreSQL wants
-/// `$1, $2, ...`.
-macro_rules! load {
-    ($conn:expr, $sql:expr, $row:ty, |$q:ident| $binds:expr) => {
-        match $conn {
-            DbConn::Pg(c) => {
-                let $q = diesel::sql_query(numbered_placeholders($sql)).into_boxed();
-                $binds.load::<$row>(c)
-            }
-            DbConn::Sqlite(c) => {
-                let $q = diesel::sql_query($sql).into_boxed();
-                $binds.load::<$row>(c)
-            }
-        }
-    };
-}
-
-/// Rewrites `?` placeholders as `$1, $2, ...` (our statements have no `?`
-/// inside literals).
-fn numbered_placeholders(sql: &str) -> String {
-    let mut out = String::with_capacity(sql.len() + 8);
-    let mut n = 0;
-    for c in sql.chars() {
-        if c == '?' {
-            n += 1;
-            out.push('$');
-            out.push_str(&n.to_string());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
+use crate::db::{load_sql, DbConn};
 
 /// Instances of active snapshots per (name, value) of one kind.
 #[derive(Debug, Clone, QueryableByName)]
@@ -112,7 +78,7 @@ fn day_span(
         "SELECT (SELECT MIN(last_seen) FROM {table} WHERE product = ?) AS oldest, \
          (SELECT MAX(last_seen) FROM {table} WHERE product = ?) AS newest"
     );
-    let rows = load!(conn, &sql, Span, |q| q
+    let rows = load_sql!(conn, &sql, Span, |q| q
         .bind::<Text, _>(product)
         .bind::<Text, _>(product))?;
     Ok(rows
@@ -171,7 +137,7 @@ fn value_totals(
     );
     let name = name.unwrap_or_default();
     let with_name = !name.is_empty();
-    load!(conn, &sql, ValueCount, |q| {
+    load_sql!(conn, &sql, ValueCount, |q| {
         let q = q.bind::<Text, _>(product).bind::<Text, _>(kind);
         if with_name {
             q.bind::<Text, _>(name)
@@ -200,7 +166,7 @@ fn value_counts_per_day(
     );
     let name = name.unwrap_or_default();
     let with_name = !name.is_empty();
-    load!(conn, &sql, ValueCount, |q| {
+    load_sql!(conn, &sql, ValueCount, |q| {
         let q = q
             .bind::<Text, _>(product)
             .bind::<Date, _>(since)
@@ -240,7 +206,7 @@ pub fn counter_buckets(
         Plan::TotalsMinusBefore => {
             let sql = "SELECT counter, bucket, instances, total \
                        FROM instance_counter_totals WHERE product = ?";
-            let totals = load!(conn, sql, CounterBucket, |q| q.bind::<Text, _>(product))?;
+            let totals = load_sql!(conn, sql, CounterBucket, |q| q.bind::<Text, _>(product))?;
             let mut buckets: HashMap<(String, i64), (i64, i64)> = totals
                 .into_iter()
                 .map(|r| ((r.counter, r.bucket), (r.instances, r.total)))
@@ -279,7 +245,7 @@ fn counter_buckets_per_day(
          WHERE product = ? AND last_seen {op} ? \
          GROUP BY counter, bucket"
     );
-    load!(conn, &sql, CounterBucket, |q| q
+    load_sql!(conn, &sql, CounterBucket, |q| q
         .bind::<Text, _>(product)
         .bind::<Date, _>(since))
 }
@@ -332,7 +298,7 @@ pub fn day_events(
          WHERE day >= ? AND day <= ? \
          GROUP BY day, product, event{group}"
     );
-    let mut rows = load!(conn, &sql, DayEvents, |q| q
+    let mut rows = load_sql!(conn, &sql, DayEvents, |q| q
         .bind::<Date, _>(from)
         .bind::<Date, _>(to))?;
     rows.retain(|r| r.product == product);
@@ -361,7 +327,7 @@ pub fn event_totals(
                CAST(COALESCE(SUM(CASE WHEN event = 'update' THEN reports ELSE 0 END), 0) AS BIGINT) AS updates \
                FROM daily_events \
                WHERE day >= ? AND day <= ? AND product = ?";
-    let rows = load!(conn, sql, EventTotals, |q| q
+    let rows = load_sql!(conn, sql, EventTotals, |q| q
         .bind::<Date, _>(from)
         .bind::<Date, _>(to)
         .bind::<Text, _>(product))?;
@@ -398,7 +364,7 @@ pub fn change_marker(conn: &mut DbConn, since: NaiveDate) -> QueryResult<(i64, i
          FROM daily_events WHERE day >= ?",
         crate::store::ERASURES_SETTING
     );
-    let rows = load!(conn, &sql, Marker, |q| q.bind::<Date, _>(since))?;
+    let rows = load_sql!(conn, &sql, Marker, |q| q.bind::<Date, _>(since))?;
     Ok(rows
         .first()
         .map(|m| (m.reports, m.keys, m.erasures))
@@ -430,7 +396,7 @@ pub fn upgrade_counts(
                WHERE day >= ? AND day <= ? AND product = ? \
                AND event = 'update' AND previous_version <> '' \
                GROUP BY previous_version, version";
-    load!(conn, sql, UpgradeCount, |q| q
+    load_sql!(conn, sql, UpgradeCount, |q| q
         .bind::<Date, _>(from)
         .bind::<Date, _>(to)
         .bind::<Text, _>(product))
@@ -438,7 +404,7 @@ pub fn upgrade_counts(
 
 #[cfg(test)]
 mod tests {
-    use super::numbered_placeholders;
+    use crate::db::numbered_placeholders;
 
     #[test]
     fn placeholders_are_numbered_in_order() {

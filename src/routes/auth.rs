@@ -6,8 +6,8 @@ use actix_web::HttpRequest;
 use chrono::Utc;
 
 use crate::access::{Credentials, SESSION_COOKIE};
-use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::routes::error::ApiError;
+use crate::state::AppState;
 
 /// What the request presents, without judging it.
 fn credentials(req: &HttpRequest) -> Credentials {
@@ -28,6 +28,7 @@ fn credentials(req: &HttpRequest) -> Credentials {
 /// (`try_get`), so a busy or unreachable database never blocks the check.
 pub fn allowed(req: &HttpRequest, state: &AppState) -> bool {
     state
+        .stats
         .access
         .allows(&credentials(req), Utc::now(), || state.pool.try_get())
 }

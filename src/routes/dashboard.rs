@@ -17,8 +17,8 @@ use chrono::Utc;
 
 use super::auth;
 use crate::access::{SESSION_COOKIE, SESSION_LIFETIME};
-use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::routes::error::ApiError;
+use crate::state::AppState;
 use crate::store;
 
 const PAGE: &str = include_str!("../../assets/dashboard.html");
@@ -108,7 +108,8 @@ pub async fn sign_in(
     state: web::Data<AppState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body = super::reports::read_body(&req, payload, state.request_timeout).await?;
+    let body =
+        super::reports::read_body(&req, payload, state.config.limits.request_timeout).await?;
     let form: SignIn = serde_urlencoded::from_bytes(&body).map_err(|_| ApiError::BadBody)?;
     Ok(start_session(&req, &state, &form.token))
 }
@@ -124,7 +125,7 @@ pub async fn sign_in_link(
 }
 
 fn start_session(req: &HttpRequest, state: &AppState, token: &str) -> HttpResponse {
-    let hash = state.access.current(|| state.pool.try_get());
+    let hash = state.stats.access.current(|| state.pool.try_get());
     if !hash.matches(token) {
         return sign_in_page(actix_web::http::StatusCode::UNAUTHORIZED, true);
     }

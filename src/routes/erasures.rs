@@ -10,8 +10,8 @@ use serde_json::json;
 
 use super::reports::{read_body, require_content_type, require_utf8};
 use crate::erasure;
-use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::routes::error::ApiError;
+use crate::state::AppState;
 use crate::validation;
 
 /// The route that replaced the id-in-the-path one.
@@ -24,10 +24,16 @@ pub async fn post_erasure(
 ) -> Result<HttpResponse, ApiError> {
     require_content_type(&req, "application/json")?;
     require_utf8(&req)?;
-    let body = read_body(&req, payload, state.request_timeout).await?;
-    let request =
-        validation::parse_erasure(&body, &state.catalog).map_err(ApiError::InvalidErasure)?;
-    erasure::erase(&state, request).await?;
+    let body = read_body(&req, payload, state.config.limits.request_timeout).await?;
+    let request = validation::parse_erasure(&body, &state.config.catalog)
+        .map_err(ApiError::InvalidErasure)?;
+    erasure::erase(
+        &state.intake.service,
+        &state.reads.slots,
+        &state.stats.cache,
+        request,
+    )
+    .await?;
     Ok(HttpResponse::Accepted().json(json!({"status": "forgotten"})))
 }
 

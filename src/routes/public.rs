@@ -11,10 +11,11 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::NaiveDate;
 
 use crate::db::DbConn;
-use crate::error::ApiError;
+use crate::publication;
 use crate::reads::Refused;
 use crate::release::{self, Stored};
-use crate::startup::AppState;
+use crate::routes::error::ApiError;
+use crate::state::AppState;
 use crate::validation::Violation;
 
 const PAGE: &str = include_str!("../../assets/public.html");
@@ -24,7 +25,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     let get = |path: &str, handler| {
         web::resource(path.to_owned())
             .wrap(actix_web::middleware::from_fn(
-                crate::ratelimit::limit_requests,
+                super::middleware::limit_requests,
             ))
             .route(handler)
             .default_service(web::to(super::method_not_allowed))
@@ -51,6 +52,7 @@ async fn read<T: Send + 'static>(
     let pool = state.pool.clone();
     let result = state
         .reads
+        .slots
         .run(move || {
             let mut conn = pool.get().map_err(|_| ApiError::Database)?;
             f(&mut conn).map_err(|e| {
@@ -123,7 +125,7 @@ fn parsed(stored: &Stored) -> Result<release::Release, ApiError> {
 /// `GET /api/v1/public/releases/latest`
 async fn latest(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let csv = wants_csv(&req)?;
-    let stored = read(&state, release::latest)
+    let stored = read(&state, publication::latest)
         .await?
         .ok_or(ApiError::NotFound)?;
     render(&stored, csv)
@@ -147,7 +149,7 @@ async fn stored_on(
     date: &str,
 ) -> Result<(NaiveDate, Stored), ApiError> {
     let date = parse_date(date)?;
-    let stored = read(state, move |c| release::on(c, date))
+    let stored = read(state, move |c| publication::on(c, date))
         .await?
         .ok_or(ApiError::NotFound)?;
     Ok((date, stored))
@@ -190,8 +192,8 @@ async fn manifest(
 
 /// `GET /api/v1/public/ledger`
 async fn ledger(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let budget = state.releases.budget;
-    let l = read(&state, move |c| release::read_ledger(c, budget)).await?;
+    let budget = state.config.releases.budget;
+    let l = read(&state, move |c| publication::read_ledger(c, budget)).await?;
     Ok(public_ok().json(l))
 }
 

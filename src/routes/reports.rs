@@ -2,7 +2,7 @@
 //!
 //! Nothing here reads the peer address or any header other than the content
 //! type and length (the per-source rate limit runs before, in
-//! [`crate::ratelimit`], and keeps nothing of the address).
+//! [`crate::routes::middleware`], and keeps nothing of the address).
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -12,11 +12,10 @@ use serde_json::json;
 use std::time::Duration;
 
 use crate::config::MAX_BODY_BYTES;
-use crate::error::ApiError;
 use crate::ingest::IngestError;
 use crate::metrics::{Metrics, ReportOutcome};
-use crate::ratelimit::retry_seconds;
-use crate::startup::AppState;
+use crate::routes::error::ApiError;
+use crate::state::AppState;
 use crate::store::Outcome;
 use crate::validation::{self, Report};
 
@@ -26,7 +25,7 @@ pub async fn post_report(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let result = intake_v1(&req, payload, &state).await;
-    count(&state.metrics, &result);
+    count(&state.ops.metrics, &result);
     result
 }
 
@@ -36,7 +35,7 @@ pub async fn post_legacy(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let result = intake_legacy(&req, payload, &state).await;
-    count(&state.metrics, &result);
+    count(&state.ops.metrics, &result);
     result
 }
 
@@ -48,8 +47,8 @@ async fn intake_v1(
     require_content_type(req, "application/json")?;
     require_utf8(req)?;
     let payload = refuse_early(payload, state).await?;
-    let body = read_body(req, payload, state.request_timeout).await?;
-    let report = validation::parse_v1(&body, &state.catalog).map_err(ApiError::Invalid)?;
+    let body = read_body(req, payload, state.config.limits.request_timeout).await?;
+    let report = validation::parse_v1(&body, &state.config.catalog).map_err(ApiError::Invalid)?;
     ingest(report, state).await
 }
 
@@ -60,9 +59,10 @@ async fn intake_legacy(
 ) -> Result<HttpResponse, ApiError> {
     require_content_type(req, "application/x-www-form-urlencoded")?;
     let payload = refuse_early(payload, state).await?;
-    let body = read_body(req, payload, state.request_timeout).await?;
-    let report = validation::parse_legacy(&body, &state.catalog, &state.legacy_product)
-        .map_err(ApiError::Invalid)?;
+    let body = read_body(req, payload, state.config.limits.request_timeout).await?;
+    let report =
+        validation::parse_legacy(&body, &state.config.catalog, &state.config.legacy_product)
+            .map_err(ApiError::Invalid)?;
     ingest(report, state).await
 }
 
@@ -73,10 +73,12 @@ async fn intake_legacy(
 /// whose request body was left unread, and every refused client would then
 /// reconnect to retry.
 async fn refuse_early(payload: web::Payload, state: &AppState) -> Result<web::Payload, ApiError> {
-    match state.ingest.check_room() {
+    match state.intake.service.check_room() {
         Ok(()) => Ok(payload),
         Err(e) => {
-            let _ = tokio::time::timeout(state.request_timeout, discard_body(payload)).await;
+            let _ =
+                tokio::time::timeout(state.config.limits.request_timeout, discard_body(payload))
+                    .await;
             Err(e.into())
         }
     }
@@ -115,28 +117,12 @@ fn count(metrics: &Metrics, result: &Result<HttpResponse, ApiError>) {
 }
 
 async fn ingest(report: Report, state: &AppState) -> Result<HttpResponse, ApiError> {
-    let ignored = report.ignored.clone();
-    let record = state.anonymize(report);
-    let instance = record.instance.as_ref().map(|i| (i.hash, record.day));
-    if let Some((hash, day)) = &instance {
-        state
-            .instance_limiter
-            .acquire(hash, *day)
-            .map_err(|wait| ApiError::InstanceLimited {
-                retry_after: retry_seconds(wait),
-            })?;
-    }
-    let outcome = state.ingest.submit(record).await;
-    if let Some((hash, day)) = &instance {
-        // Only counted reports use up the instance's daily allowance.
-        if !matches!(outcome, Ok(Outcome::Accepted)) {
-            state.instance_limiter.release(hash, *day);
-        }
-    }
-    match outcome? {
+    let receipt = state.intake.service.accept(report).await?;
+    match receipt.outcome {
         Outcome::Accepted => {
             tracing::debug!(target: "anonstats::reports", outcome = "accepted");
-            Ok(HttpResponse::Accepted().json(json!({"status": "accepted", "ignored": ignored})))
+            Ok(HttpResponse::Accepted()
+                .json(json!({"status": "accepted", "ignored": receipt.ignored})))
         }
         Outcome::Duplicate => {
             tracing::debug!(target: "anonstats::reports", outcome = "duplicate");

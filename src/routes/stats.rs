@@ -13,17 +13,18 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::auth;
-use crate::error::ApiError;
-use crate::ratelimit;
 use crate::reads::Refused;
 use crate::reporting::{output, params, Output, ParamError, Params, Query, Report};
-use crate::startup::AppState;
+use crate::routes::error::ApiError;
+use crate::state::AppState;
 
 /// Registers the stats routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     let get = |path: &str, handler| {
         web::resource(format!("/api/v1/stats{path}"))
-            .wrap(actix_web::middleware::from_fn(ratelimit::limit_requests))
+            .wrap(actix_web::middleware::from_fn(
+                super::middleware::limit_requests,
+            ))
             .route(handler)
             .default_service(web::to(super::method_not_allowed))
     };
@@ -86,14 +87,14 @@ async fn respond(
     let format = format.unwrap_or_else(|| negotiate(&req));
     let query = Query::resolve(
         &params,
-        &state.catalog,
-        state.stats.k,
-        state.stats.active_days,
-        state.clock.today(),
+        &state.config.catalog,
+        state.config.stats.k,
+        state.config.stats.active_days,
+        state.config.clock.today(),
     )
     .map_err(ApiError::InvalidQuery)?;
     if let Report::Attribute(name) = &report {
-        params::check_attribute(&state.catalog, &query.product, name)
+        params::check_attribute(&state.config.catalog, &query.product, name)
             .map_err(ApiError::InvalidQuery)?;
     }
     let out = run(&state, report, query).await?;
@@ -110,11 +111,13 @@ async fn run(
     let reader = state.clone();
     let result = state
         .reads
+        .slots
         .run(move || {
             let mut conn = reader.pool.get().map_err(|e| e.to_string())?;
             reader
-                .stats_cache
-                .run(&mut conn, &reader.catalog, &report, &query)
+                .stats
+                .cache
+                .run(&mut conn, &reader.config.catalog, &report, &query)
                 .map_err(|e| e.to_string())
         })
         .await;

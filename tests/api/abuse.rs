@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, TcpStream};
 use std::time::Duration;
 
-use anonstats::ratelimit::RateLimit;
+use anonstats::limits::RateLimit;
 
 use crate::helpers::*;
 use crate::on_both_backends;
@@ -105,11 +105,11 @@ async fn each_source_has_its_own_bucket_and_forged_headers_do_not_help(db: TestD
 on_both_backends!(each_source_has_its_own_bucket_and_forged_headers_do_not_help);
 
 async fn trusted_proxy_headers_name_the_source(db: TestDb) {
-    use anonstats::ratelimit::ClientIpHeader;
+    use anonstats::client_ip::ClientIpHeader;
     let app = spawn_app_with(db, |c| {
         c.limits.rate_limit = "1,burst=1".parse().unwrap();
         c.limits.trusted_proxies =
-            anonstats::ratelimit::parse_trusted_proxies("127.0.0.4").unwrap();
+            anonstats::client_ip::parse_trusted_proxies("127.0.0.4").unwrap();
         c.limits.client_ip_header = Some(ClientIpHeader::XForwardedFor);
     })
     .await;
@@ -316,13 +316,13 @@ fn default_rate_limit_is_on() {
 }
 
 async fn forged_forwarding_headers_behind_a_trusted_proxy_change_nothing(db: TestDb) {
-    use anonstats::ratelimit::ClientIpHeader;
+    use anonstats::client_ip::ClientIpHeader;
     // The proxy (127.0.0.4) appends the client's address to X-Forwarded-For,
     // as nginx's $proxy_add_x_forwarded_for does, and passes the rest on.
     let app = spawn_app_with(db, |c| {
         c.limits.rate_limit = "5,burst=5".parse().unwrap();
         c.limits.trusted_proxies =
-            anonstats::ratelimit::parse_trusted_proxies("127.0.0.4").unwrap();
+            anonstats::client_ip::parse_trusted_proxies("127.0.0.4").unwrap();
         c.limits.client_ip_header = Some(ClientIpHeader::XForwardedFor);
     })
     .await;

@@ -431,7 +431,7 @@ fn postgres_outage_gets_fast_503s_and_recovers_without_restart() {
         );
     };
     // Create the schema directly, then run the collector through the relay.
-    drop(anonstats::startup::prepare_database(&db.url, 1).unwrap());
+    drop(anonstats::db::prepare_database(&db.url, 1).unwrap());
     let upstream = authority(&db.url);
     let relay = Relay::start(upstream.clone());
     let relayed_url = db
@@ -651,7 +651,7 @@ fn two_collectors_on_one_postgres_keep_exact_totals() {
     let Some(db) = TestDb::postgres() else {
         return skip_postgres("faults::two_collectors_on_one_postgres_keep_exact_totals");
     };
-    drop(anonstats::startup::prepare_database(&db.url, 1).unwrap());
+    drop(anonstats::db::prepare_database(&db.url, 1).unwrap());
     let first = CollectorProcess::start(&db, &[], &[]);
     let second = CollectorProcess::start(&db, &[], &[]);
     // Few instances: both collectors update the same snapshots at once.

@@ -407,8 +407,8 @@ pub async fn spawn_app_with(db: TestDb, adjust: impl FnOnce(&mut Config)) -> Tes
     config.shutdown_timeout = 5;
     // Tests post hundreds of reports from one address and instance quickly;
     // the abuse limits have tests of their own that turn them back on.
-    config.limits.rate_limit = anonstats::ratelimit::RateLimit::DISABLED;
-    config.limits.read_rate_limit = anonstats::ratelimit::RateLimit::DISABLED;
+    config.limits.rate_limit = anonstats::limits::RateLimit::DISABLED;
+    config.limits.read_rate_limit = anonstats::limits::RateLimit::DISABLED;
     config.limits.instance_daily_limit = 0;
     config.clock = anonstats::clock::Clock::Fixed(test_today());
     config.stats.k = TEST_K;

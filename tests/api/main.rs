@@ -5,6 +5,7 @@
 mod helpers;
 
 mod abuse;
+mod architecture;
 mod bench;
 mod client;
 mod consent;

@@ -268,7 +268,7 @@ fn relative_sqlite_paths_and_sqlite_urls_still_work() {
 /// Every command that reads an existing database accepts it, on either
 /// backend: the checks refuse mistakes only.
 async fn commands_accept_an_existing_database(db: TestDb) {
-    drop(anonstats::startup::prepare_database(&db.url, 1).expect("migrate"));
+    drop(anonstats::db::prepare_database(&db.url, 1).expect("migrate"));
     let dir = tempfile::tempdir().unwrap();
     for args in [
         &["migrate"][..],

@@ -8,6 +8,7 @@
 use std::process::Command;
 
 use anonstats::catalog::Catalog;
+use anonstats::publication;
 use anonstats::release::{self, Mechanism, ReleaseError, Settings, Stored};
 use chrono::{Duration, NaiveDate};
 use rand_dp::rngs::StdRng;
@@ -37,7 +38,7 @@ pub fn publish_with(
     date: NaiveDate,
     seed: u64,
 ) -> Result<Stored, ReleaseError> {
-    release::publish(
+    publication::publish(
         &mut db.conn(),
         &Catalog::builtin(),
         &settings(budget),

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anonstats::anonymize::{anonymize, Pseudonymizer};
 use anonstats::catalog::Catalog;
-use anonstats::startup::prepare_database;
+use anonstats::db::prepare_database;
 use anonstats::store;
 use anonstats::validation::parse_v1;
 use chrono::{Days, NaiveDate};

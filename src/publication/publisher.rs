@@ -10,10 +10,11 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::{publish, Mechanism, ReleaseError, Settings};
+use super::publish;
 use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::db::Pool;
+use crate::release::{Mechanism, ReleaseError, Settings};
 use crate::store;
 
 /// How often the thread looks whether a release is due.

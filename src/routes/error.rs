@@ -7,6 +7,8 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
 use crate::ingest::IngestError;
+use crate::intake::IntakeError;
+use crate::limits::retry_seconds;
 use crate::reporting::ParamError;
 use crate::validation::{Invalid, Violation};
 
@@ -66,6 +68,17 @@ pub enum ApiError {
     /// Every slot for reads is taken: the request was not queued.
     #[error("too many requests in progress; retry in a moment")]
     Busy,
+}
+
+impl From<IntakeError> for ApiError {
+    fn from(e: IntakeError) -> ApiError {
+        match e {
+            IntakeError::InstanceLimited { wait } => ApiError::InstanceLimited {
+                retry_after: retry_seconds(wait),
+            },
+            IntakeError::Ingest(e) => ApiError::Ingest(e),
+        }
+    }
 }
 
 #[derive(Serialize)]

@@ -6,63 +6,13 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use chrono::NaiveDate;
 use clap::{Args, Subcommand, ValueEnum};
 
-use super::params::{self, DEFAULT_ACTIVE_DAYS, DEFAULT_K, MAX_ACTIVE_DAYS};
-use super::{output, Params, Query, Report, Settings, StatsToken};
+use super::serve::ReportingArgs;
+use super::DatabaseArgs;
 use crate::catalog::Catalog;
-use crate::cli::DatabaseArgs;
-use crate::clock::{Clock, TODAY_ENV};
 use crate::db::{self, Need};
-
-/// Reporting settings shared by `serve` and `stats`.
-#[derive(Debug, Clone, Args)]
-pub struct ReportingArgs {
-    /// Smallest group (distinct instances, or reports for event counts)
-    /// shown as such; smaller ones are folded into "other" or left out.
-    #[arg(
-        long = "k",
-        env = "ANONSTATS_K",
-        default_value_t = DEFAULT_K,
-        value_name = "N",
-        value_parser = clap::value_parser!(u32).range(1..)
-    )]
-    pub k: u32,
-    /// Days since its last report within which an instance counts as
-    /// active (default for queries that give no active_days).
-    #[arg(
-        long,
-        env = "ANONSTATS_ACTIVE_DAYS",
-        default_value_t = DEFAULT_ACTIVE_DAYS,
-        value_name = "DAYS",
-        value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_ACTIVE_DAYS))
-    )]
-    pub active_days: u32,
-    /// Pins "today" (UTC) instead of reading the system clock: for tests of
-    /// the binary only, hence hidden.
-    #[arg(long, env = TODAY_ENV, value_name = "YYYY-MM-DD", hide = true)]
-    pub today: Option<NaiveDate>,
-}
-
-impl ReportingArgs {
-    /// Where "today" comes from.
-    pub fn clock(&self) -> Clock {
-        Clock::pinned(self.today)
-    }
-
-    /// The server settings these flags describe. The stats token comes from
-    /// `ANONSTATS_STATS_TOKEN` only: a flag would show in process listings.
-    pub fn settings(&self) -> Settings {
-        Settings {
-            k: self.k,
-            active_days: self.active_days,
-            token: std::env::var("ANONSTATS_STATS_TOKEN")
-                .ok()
-                .and_then(|t| StatsToken::new(&t)),
-        }
-    }
-}
+use crate::reporting::{self, output, params, Params, Query, Report};
 
 /// Output formats of `anonstats stats`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -169,7 +119,7 @@ pub fn run(command: StatsCommand) -> anyhow::Result<()> {
     let mut conn = db::Manager::new(&url)
         .establish()
         .with_context(|| format!("cannot connect to database {}", db::redact_url(&url)))?;
-    let out = super::run(&mut conn, &catalog, &report, &query).with_context(|| {
+    let out = reporting::run(&mut conn, &catalog, &report, &query).with_context(|| {
         format!(
             "cannot read the reports from {} (run `anonstats migrate` first?)",
             db::redact_url(&url)
