@@ -8,10 +8,11 @@
 //!   rate-limited one is: a flood from many sources, each within its
 //!   budget, would otherwise get tens of thousands of refusals a second,
 //!   each parsed and answered on the workers that take the reports.
-//! - The read threads ask the kernel for a lower priority (a positive nice
-//!   value, which needs no privilege). When the CPU is short, a flood of
-//!   expensive reads (each one a cache miss) then takes what intake leaves,
-//!   rather than half of it: report intake keeps its pace.
+//! - Reads run on a few threads of their own ([`default_threads`]: half the
+//!   cores), which ask the kernel for the lowest priority (nice 19, which
+//!   needs no privilege). When the CPU is short, a flood of expensive reads
+//!   (each one a cache miss) then takes what intake leaves, rather than
+//!   half of it: report intake keeps its pace.
 
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
@@ -25,6 +26,15 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 /// takes little from intake, while an idle machine runs reads at full
 /// speed.
 pub const READ_NICE: i32 = 19;
+
+/// Read threads for this machine: half its cores, at least one. Reads on
+/// SQLite run in this process and are CPU-bound: more of them at once
+/// finish no sooner on a small machine, and every one keeps SQLite's
+/// write-ahead log from being reset while it runs, which slows the writer
+/// (measured in docs/reliability.md).
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+}
 
 /// Why a read did not run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -49,13 +59,15 @@ pub struct Reads {
 }
 
 impl Reads {
-    /// `n` slots (at least one), each with a thread of its own; a read that
-    /// finds none free is refused after `refusal_pause`.
-    pub fn new(n: usize, refusal_pause: Duration) -> Reads {
-        let n = n.max(1);
+    /// `slots` slots (at least one) shared by `threads` read threads (at
+    /// least one, at most one per slot); a read that finds no free slot is
+    /// refused after `refusal_pause`. A read admitted while every thread is
+    /// busy waits for one, behind at most `slots` others.
+    pub fn new(slots: usize, threads: usize, refusal_pause: Duration) -> Reads {
+        let n = slots.max(1);
         let (jobs, queue) = mpsc::channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
-        for i in 0..n {
+        for i in 0..threads.clamp(1, n) {
             let queue = queue.clone();
             std::thread::Builder::new()
                 .name(format!("anonstats-read-{i}"))
@@ -158,7 +170,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_read_without_a_free_slot_is_refused_at_once() {
-        let reads = Reads::new(2, Duration::ZERO);
+        let reads = Reads::new(2, 2, Duration::ZERO);
         let (release, hold) = channel::<()>();
         let hold = Arc::new(Mutex::new(hold));
         let mut running = Vec::new();
@@ -188,7 +200,7 @@ mod tests {
     #[tokio::test]
     async fn a_busy_refusal_is_sent_after_the_pause_and_runs_nothing() {
         let pause = Duration::from_millis(200);
-        let reads = Reads::new(1, pause);
+        let reads = Reads::new(1, 1, pause);
         let (release, hold) = channel::<()>();
         let holder = {
             let reads = reads.clone();
@@ -221,7 +233,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_read_fails_alone_and_frees_its_slot() {
-        let reads = Reads::new(1, Duration::ZERO);
+        let reads = Reads::new(1, 1, Duration::ZERO);
         let failed = reads.run(|| -> u32 { panic!("boom") }).await;
         assert_eq!(failed, Err(Refused::Failed));
         assert_eq!(reads.run(|| 3).await, Ok(3));
@@ -230,7 +242,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn reads_run_at_a_lower_priority_than_the_caller() {
-        let reads = Reads::new(1, Duration::ZERO);
+        let reads = Reads::new(1, 1, Duration::ZERO);
         let caller = current_nice();
         let inside = reads.run(current_nice).await.unwrap();
         assert_eq!(inside, caller.max(READ_NICE), "caller at nice {caller}");

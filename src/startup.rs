@@ -129,7 +129,11 @@ impl Application {
             },
             reads: ReadState {
                 // One slot per connection of the readers' pool.
-                slots: crate::reads::Reads::new(config.pool_size as usize, limits.refusal_pause),
+                slots: crate::reads::Reads::new(
+                    config.pool_size as usize,
+                    crate::reads::default_threads(),
+                    limits.refusal_pause,
+                ),
                 limiter: RateLimiter::new(limits.read_rate_limit, limits.max_sources, KEY_ROTATION),
             },
             stats: StatsState {
