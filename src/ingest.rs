@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use crate::anonymize::Record;
+use crate::anonymize::{InstanceHash, Record};
 use crate::db::{self, Pool, Storage};
 use crate::metrics::{self, Histogram, BATCH_SIZE_BUCKETS, COMMIT_SECONDS_BUCKETS};
 use crate::store::{self, CommitSync, Outcome};
@@ -77,11 +77,14 @@ pub enum IngestError {
 }
 
 /// What the writer is asked to do.
+// Most jobs are reports, moved once into the queue: boxing them to shrink
+// the erasures' variant would cost an allocation per report.
+#[allow(clippy::large_enum_variant)]
 enum Work {
     /// Store an anonymised report.
     Report(Record),
     /// Forget an install, by its pseudonym (see [`store::forget_instance`]).
-    Erase([u8; 32]),
+    Erase(InstanceHash),
 }
 
 struct Job {
@@ -388,7 +391,7 @@ impl Ingest {
     /// Queues the erasure of the install with this pseudonym and waits until
     /// it is durable (or refused). The answer is the same whether or not
     /// anything was stored.
-    pub async fn erase(&self, instance_hash: [u8; 32]) -> Result<(), IngestError> {
+    pub async fn erase(&self, instance_hash: InstanceHash) -> Result<(), IngestError> {
         self.enqueue(Work::Erase(instance_hash)).await.map(|_| ())
     }
 

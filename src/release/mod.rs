@@ -903,7 +903,7 @@ pub fn ledger(stored: &[Stored], budget: f64) -> Ledger {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::anonymize::{InstanceRecord, InstanceState, Record};
+    use crate::anonymize::{InstanceHash, InstanceRecord, InstanceState, Record, ReportHash};
     use crate::validation::Event;
     use rand_dp::rngs::StdRng;
     use rand_dp::SeedableRng;
@@ -1042,9 +1042,9 @@ mod tests {
             previous_version: from.map(str::to_owned),
             edition: None,
             infer_update: false,
-            report_hash: Some(rand::random()),
+            report_hash: Some(ReportHash::from_bytes(rand::random())),
             instance: Some(InstanceRecord {
-                hash: [id; 32],
+                hash: InstanceHash::from_bytes([id; 32]),
                 state: InstanceState::default(),
             }),
         }
