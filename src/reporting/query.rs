@@ -4,7 +4,8 @@
 //! Statements are plain SQL that both backends read the same way; dates are
 //! computed in Rust and bound, and grouping into weeks and months happens in
 //! Rust, so that no date function of either backend is needed. The only
-//! difference is the placeholder syntax, handled by [`load!`].
+//! difference is the placeholder syntax, which the store's backend
+//! rewrites ([`load!`]).
 
 use std::collections::HashMap;
 
@@ -14,39 +15,26 @@ use diesel::sql_types::{BigInt, Date, Nullable, Text};
 
 use crate::db::DbConn;
 
-/// Runs `sql` (written with `?` placeholders) as a boxed query with the
-/// binds added by `$binds` and loads rows of type `$row`. PostgreSQL wants
-/// `$1, $2, ...`.
+/// Runs `sql` (written with `?` placeholders, which
+/// [`store::placeholders`](crate::store::placeholders) rewrites for the
+/// backend) as a boxed query with the binds added by `$binds` and loads
+/// rows of type `$row`; the same code is expanded for each backend's
+/// connection.
 macro_rules! load {
-    ($conn:expr, $sql:expr, $row:ty, |$q:ident| $binds:expr) => {
-        match $conn {
+    ($conn:expr, $sql:expr, $row:ty, |$q:ident| $binds:expr) => {{
+        let conn: &mut DbConn = $conn;
+        let sql = crate::store::placeholders(conn, $sql).into_owned();
+        match conn {
             DbConn::Pg(c) => {
-                let $q = diesel::sql_query(numbered_placeholders($sql)).into_boxed();
+                let $q = diesel::sql_query(sql).into_boxed();
                 $binds.load::<$row>(c)
             }
             DbConn::Sqlite(c) => {
-                let $q = diesel::sql_query($sql).into_boxed();
+                let $q = diesel::sql_query(sql).into_boxed();
                 $binds.load::<$row>(c)
             }
         }
-    };
-}
-
-/// Rewrites `?` placeholders as `$1, $2, ...` (our statements have no `?`
-/// inside literals).
-fn numbered_placeholders(sql: &str) -> String {
-    let mut out = String::with_capacity(sql.len() + 8);
-    let mut n = 0;
-    for c in sql.chars() {
-        if c == '?' {
-            n += 1;
-            out.push('$');
-            out.push_str(&n.to_string());
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    }};
 }
 
 /// Instances of active snapshots per (name, value) of one kind.
@@ -434,17 +422,4 @@ pub fn upgrade_counts(
         .bind::<Date, _>(from)
         .bind::<Date, _>(to)
         .bind::<Text, _>(product))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::numbered_placeholders;
-
-    #[test]
-    fn placeholders_are_numbered_in_order() {
-        assert_eq!(
-            numbered_placeholders("a = ? AND b >= ? AND c = ?"),
-            "a = $1 AND b >= $2 AND c = $3"
-        );
-    }
 }

@@ -1,8 +1,9 @@
 //! The only place in the store where SQLite and PostgreSQL differ:
 //! transaction modes, row locks, how a set of rows is upserted, and the
 //! few statements that exist on one backend only (checkpoints, flushes,
-//! integrity checks, vacuum). Everything else is written once and expanded
-//! for both by [`with_conn!`] or [`with_tx!`].
+//! integrity checks, vacuum), and the placeholders of raw SQL, which
+//! the reporting queries use too ([`placeholders`]). Everything else is
+//! written once and expanded for both by [`with_conn!`] or [`with_tx!`].
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
@@ -309,5 +310,43 @@ pub(super) fn scrub(conn: &mut DbConn) -> QueryResult<()> {
             "VACUUM FULL settings, instances, seen_reports, instance_values, \
              instance_counters, instance_value_totals, instance_counter_totals",
         ),
+    }
+}
+
+/// `sql`, written with `?` placeholders, as the backend of `conn` wants it:
+/// PostgreSQL numbers them (`$1, $2, ...`). The statements have no `?`
+/// inside literals.
+pub fn placeholders<'a>(conn: &DbConn, sql: &'a str) -> std::borrow::Cow<'a, str> {
+    match conn {
+        DbConn::Sqlite(_) => sql.into(),
+        DbConn::Pg(_) => numbered_placeholders(sql).into(),
+    }
+}
+
+fn numbered_placeholders(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut n = 0;
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            out.push('$');
+            out.push_str(&n.to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::numbered_placeholders;
+
+    #[test]
+    fn placeholders_are_numbered_in_order() {
+        assert_eq!(
+            numbered_placeholders("a = ? AND b >= ? AND c = ?"),
+            "a = $1 AND b >= $2 AND c = $3"
+        );
     }
 }

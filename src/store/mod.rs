@@ -26,7 +26,7 @@ mod write;
 
 use diesel::QueryResult;
 
-pub use backend::{is_busy, is_retryable};
+pub use backend::{is_busy, is_retryable, placeholders};
 pub use durability::{check_storage, checkpoint, CommitSync, SyncError};
 pub use forget::forget_instance;
 pub use plan::bucket_of;
