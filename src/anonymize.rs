@@ -19,6 +19,60 @@ pub const SECRET_LEN: usize = 32;
 /// Shortest secret accepted from configuration.
 pub const MIN_SECRET_CHARS: usize = 32;
 
+/// Defines a pseudonym: the 32 bytes of a keyed hash. Only the
+/// [`Pseudonymizer`] makes one from an identifier, and the store decodes
+/// the ones it wrote, so that nothing else (a clear id, a hash of another
+/// kind) can be stored where a pseudonym belongs.
+macro_rules! pseudonym {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name([u8; 32]);
+
+        impl $name {
+            /// The bytes as stored.
+            pub fn as_bytes(&self) -> &[u8; 32] {
+                &self.0
+            }
+
+            /// A pseudonym the store wrote, read back; `None` unless it is
+            /// 32 bytes long.
+            pub(crate) fn from_stored(bytes: &[u8]) -> Option<$name> {
+                bytes.try_into().ok().map($name)
+            }
+
+            /// Any bytes, for tests that need distinct pseudonyms.
+            #[cfg(test)]
+            pub(crate) fn from_bytes(bytes: [u8; 32]) -> $name {
+                $name(bytes)
+            }
+        }
+
+        impl std::ops::Deref for $name {
+            type Target = [u8; 32];
+            fn deref(&self) -> &[u8; 32] {
+                &self.0
+            }
+        }
+
+        impl AsRef<[u8]> for $name {
+            fn as_ref(&self) -> &[u8] {
+                &self.0
+            }
+        }
+    };
+}
+
+pseudonym!(
+    /// The stored pseudonym of an install ([`Pseudonymizer::instance_hash`]).
+    InstanceHash
+);
+
+pseudonym!(
+    /// The dedupe key of a report id ([`Pseudonymizer::report_hash`]).
+    ReportHash
+);
+
 /// Computes keyed hashes (HMAC-SHA256) of identifiers with the server secret.
 /// Without the secret a hash cannot be linked back to an id, even by trying
 /// every id one knows.
@@ -55,9 +109,9 @@ impl Pseudonymizer {
 
     /// The stored pseudonym of an instance. The product is part of the input
     /// so that one id reused by two products gives two unrelated pseudonyms.
-    pub fn instance_hash(&self, product: &str, instance_id: &Uuid) -> [u8; 32] {
+    pub fn instance_hash(&self, product: &str, instance_id: &Uuid) -> InstanceHash {
         let id = instance_id.hyphenated().to_string();
-        self.hash("anonstats/instance/v1", &[product, &id])
+        InstanceHash(self.hash("anonstats/instance/v1", &[product, &id]))
     }
 
     /// A keyed fingerprint of the secret itself, hex-encoded: stored to
@@ -69,9 +123,9 @@ impl Pseudonymizer {
     }
 
     /// The dedupe key of a report id.
-    pub fn report_hash(&self, report_id: &Uuid) -> [u8; 32] {
+    pub fn report_hash(&self, report_id: &Uuid) -> ReportHash {
         let id = report_id.hyphenated().to_string();
-        self.hash("anonstats/report/v1", &[&id])
+        ReportHash(self.hash("anonstats/report/v1", &[&id]))
     }
 }
 
@@ -107,7 +161,7 @@ pub struct Record {
     /// Legacy passbolt reports say `install` even after an update; the
     /// writer recognises updates from the stored version.
     pub infer_update: bool,
-    pub report_hash: Option<[u8; 32]>,
+    pub report_hash: Option<ReportHash>,
     /// Present only when the report had an `instance_id`.
     pub instance: Option<InstanceRecord>,
 }
@@ -115,7 +169,7 @@ pub struct Record {
 /// The pseudonymous state an instance reported.
 #[derive(Debug, Clone)]
 pub struct InstanceRecord {
-    pub hash: [u8; 32],
+    pub hash: InstanceHash,
     pub state: InstanceState,
 }
 
@@ -167,7 +221,10 @@ mod tests {
             a.instance_hash("passbolt", &id),
             a.instance_hash("other", &id)
         );
-        assert_ne!(a.instance_hash("passbolt", &id), a.report_hash(&id));
+        assert_ne!(
+            a.instance_hash("passbolt", &id).as_bytes(),
+            a.report_hash(&id).as_bytes()
+        );
     }
 
     #[test]

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use crate::anonymize::Record;
+use crate::anonymize::{InstanceHash, Record};
 use crate::db::{self, Pool, Storage};
 use crate::histogram::{self, Histogram, BATCH_SIZE_BUCKETS, COMMIT_SECONDS_BUCKETS};
 use crate::store::{self, CommitSync, Outcome};
@@ -89,7 +89,7 @@ enum Work {
     /// Store an anonymised report.
     Report(Record),
     /// Forget an install, by its pseudonym (see [`store::forget_instance`]).
-    Erase([u8; 32]),
+    Erase(InstanceHash),
 }
 
 struct Job {
@@ -365,7 +365,7 @@ pub fn start(
                 config,
                 state,
                 syncer: to_syncer,
-                sync: None,
+                sync: Durability::Unknown,
             };
             run(rx, writer)
         })
@@ -395,7 +395,7 @@ impl Ingest {
     /// Queues the erasure of the install with this pseudonym and waits until
     /// it is durable (or refused). The answer is the same whether or not
     /// anything was stored.
-    pub async fn erase(&self, instance_hash: [u8; 32]) -> Result<(), IngestError> {
+    pub async fn erase(&self, instance_hash: InstanceHash) -> Result<(), IngestError> {
         self.enqueue(Work::Erase(instance_hash)).await.map(|_| ())
     }
 
@@ -710,9 +710,18 @@ struct BatchWriter {
     config: WriterConfig,
     state: Arc<WriterState>,
     syncer: SyncSender<Committed>,
-    /// How commits are made durable after the fact, found on the first
-    /// batch; `Some(None)` when they cannot be, and each commit flushes.
-    sync: Option<Option<Arc<CommitSync>>>,
+    /// How commits are made durable, found on the first batch.
+    sync: Durability,
+}
+
+/// How the writer's commits are made durable.
+enum Durability {
+    /// Not known before the first batch.
+    Unknown,
+    /// After the commit, by the syncer.
+    Deferred(Arc<CommitSync>),
+    /// By each commit itself: the database cannot flush them later.
+    EachCommit,
 }
 
 impl BatchWriter {
@@ -747,30 +756,29 @@ impl BatchWriter {
                 tracing::warn!(error = %e, "database unavailable");
                 false
             })?;
-            if self.sync.is_none() {
+            if let Durability::Unknown = self.sync {
                 let found = store::CommitSync::of(&mut conn).map_err(|e| {
                     tracing::error!(error = %e, "cannot inspect the database");
                     db::is_io_error(&e)
                 })?;
-                self.sync = Some(found.map(Arc::new));
-            }
-            let deferred = self.sync.clone().flatten();
-            let mut attempt = 1;
-            loop {
-                let written = match deferred {
-                    Some(_) => store::write_batch_unsynced(&mut conn, &records, &erasures),
-                    None => store::write_batch_and_forget(&mut conn, &records, &erasures),
+                self.sync = match found {
+                    Some(sync) => Durability::Deferred(Arc::new(sync)),
+                    None => Durability::EachCommit,
                 };
-                match written {
-                    Ok(outcomes) => return Ok((outcomes, deferred)),
-                    Err(e) if store::is_retryable(&e) && attempt < self.config.max_attempts => {
-                        tracing::debug!(error = %e, attempt, "retrying batch after a conflict");
-                        attempt += 1;
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, reports = records.len(), "batch not stored");
-                        return Err(db::is_io_error(&e));
-                    }
+            }
+            let deferred = match &self.sync {
+                Durability::Deferred(sync) => Some(sync.clone()),
+                Durability::Unknown | Durability::EachCommit => None,
+            };
+            let written = store::retry_conflicts(self.config.max_attempts, || match deferred {
+                Some(_) => store::write_batch_unsynced(&mut conn, &records, &erasures),
+                None => store::write_batch_and_forget(&mut conn, &records, &erasures),
+            });
+            match written {
+                Ok(outcomes) => Ok((outcomes, deferred)),
+                Err(e) => {
+                    tracing::error!(error = %e, reports = records.len(), "batch not stored");
+                    Err(db::is_io_error(&e))
                 }
             }
         })();

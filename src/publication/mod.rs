@@ -121,7 +121,7 @@ mod tests {
     use rand_dp::SeedableRng;
 
     use super::*;
-    use crate::anonymize::{InstanceRecord, InstanceState, Record};
+    use crate::anonymize::{InstanceHash, InstanceRecord, InstanceState, Record, ReportHash};
     use crate::release::{build, PeriodCount};
     use crate::validation::Event;
 
@@ -156,9 +156,9 @@ mod tests {
             previous_version: from.map(str::to_owned),
             edition: None,
             infer_update: false,
-            report_hash: Some(rand::random()),
+            report_hash: Some(ReportHash::from_bytes(rand::random())),
             instance: Some(InstanceRecord {
-                hash: [id; 32],
+                hash: InstanceHash::from_bytes([id; 32]),
                 state: InstanceState::default(),
             }),
         }

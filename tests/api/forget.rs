@@ -1,7 +1,7 @@
 //! Erasure: `POST /api/v1/erasures`, `anonstats send --forget`, and the
 //! retired `DELETE /api/v1/instances/{instance_id}`.
 
-use anonstats::anonymize::Pseudonymizer;
+use anonstats::anonymize::{InstanceHash, Pseudonymizer};
 use serde_json::{json, Value};
 
 use crate::client::{anonstats, stderr, ClientDir};
@@ -48,7 +48,7 @@ fn total(db: &TestDb, sql: &str) -> i64 {
 }
 
 /// The collector's pseudonym of an install, from the secret it stored.
-fn instance_hash(db: &TestDb, id: &uuid::Uuid) -> [u8; 32] {
+fn instance_hash(db: &TestDb, id: &uuid::Uuid) -> InstanceHash {
     let secret = anonstats::store::get_setting(&mut db.conn(), anonstats::store::SECRET_SETTING)
         .expect("read settings")
         .expect("the collector stored a secret");
@@ -78,10 +78,10 @@ fn aggregates(db: &TestDb) -> Vec<i64> {
 }
 
 /// Rows of `instances` holding this pseudonym.
-fn rows_of(db: &TestDb, hash: &[u8]) -> i64 {
+fn rows_of(db: &TestDb, hash: &InstanceHash) -> i64 {
     let literal = match db.backend {
-        Backend::Postgres => format!("'\\x{}'::bytea", hex(hash)),
-        Backend::Sqlite => format!("X'{}'", hex(hash)),
+        Backend::Postgres => format!("'\\x{}'::bytea", hex(hash.as_bytes())),
+        Backend::Sqlite => format!("X'{}'", hex(hash.as_bytes())),
     };
     scalar(
         &mut db.conn(),

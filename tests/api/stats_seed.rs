@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use anonstats::anonymize::{InstanceRecord, InstanceState, Record};
+use anonstats::anonymize::{InstanceRecord, InstanceState, Pseudonymizer, Record};
 use anonstats::validation::Event;
 use chrono::{Duration, NaiveDate};
 use serde_json::Value;
@@ -39,9 +39,9 @@ pub fn install(days_ago: i64, version: &str) -> Record {
         previous_version: None,
         edition: Some("ce".into()),
         infer_update: false,
-        report_hash: Some(rand::random()),
+        report_hash: Some(pseudonyms().report_hash(&uuid::Uuid::new_v4())),
         instance: Some(InstanceRecord {
-            hash: rand::random(),
+            hash: pseudonyms().instance_hash("passbolt", &uuid::Uuid::new_v4()),
             state,
         }),
     }
@@ -53,6 +53,12 @@ pub fn update(days_ago: i64, previous: &str, version: &str) -> Record {
     r.event = Event::Update;
     r.previous_version = Some(previous.into());
     r
+}
+
+/// Pseudonyms for seeded records, which only the pseudonymiser makes: of
+/// random ids, with a secret of the tests (unrelated to any collector's).
+fn pseudonyms() -> Pseudonymizer {
+    Pseudonymizer::new(b"anonstats seeded records' secret")
 }
 
 /// Changes of a seeded record.

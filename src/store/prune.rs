@@ -1,0 +1,141 @@
+//! Retention: instances not seen for long are deleted with their
+//! contribution to the aggregates, old dedupe keys are deleted, and so are
+//! aggregate rows whose counts reached zero.
+
+use chrono::NaiveDate;
+use diesel::prelude::*;
+
+use super::backend::{self, Mode, Tx, CHUNK_ROWS};
+use super::plan::{self, Instance, Zeros};
+use super::write::apply_deltas;
+use super::{retry_conflicts, ATTEMPTS};
+use crate::db::DbConn;
+use crate::schema::{
+    instance_counter_totals, instance_counters, instance_value_totals, instance_values, instances,
+    seen_reports,
+};
+
+/// What one retention run deleted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PruneStats {
+    /// Instance snapshots not seen since the cutoff.
+    pub instances: u64,
+    /// Dedupe keys older than the dedupe window.
+    pub report_keys: u64,
+    /// Aggregate rows whose counts had reached zero.
+    pub aggregate_rows: u64,
+}
+
+/// Instances deleted per transaction by [`prune`], so that a large backlog
+/// never holds locks for long.
+const PRUNE_CHUNK: usize = 1000;
+
+/// Retention: deletes the snapshots of instances last seen before
+/// `instances_before` and takes their contribution out of the aggregates in
+/// the same transaction, deletes dedupe keys of days before `keys_before`,
+/// then aggregate rows whose counts are all zero. Daily event counts hold no
+/// pseudonym and are kept.
+pub fn prune(
+    conn: &mut DbConn,
+    instances_before: NaiveDate,
+    keys_before: NaiveDate,
+) -> QueryResult<PruneStats> {
+    let instances = prune_instances(conn, instances_before)?;
+    let report_keys = retry_conflicts(ATTEMPTS, || {
+        with_conn!(&mut *conn, |c| diesel::delete(
+            seen_reports::table.filter(seen_reports::day.lt(keys_before))
+        )
+        .execute(c))
+    })? as u64;
+    let aggregate_rows = retry_conflicts(ATTEMPTS, || delete_zero_rows(&mut *conn))? as u64;
+    Ok(PruneStats {
+        instances,
+        report_keys,
+        aggregate_rows,
+    })
+}
+
+/// Deletes the instances last seen before `before`, chunk by chunk.
+fn prune_instances(conn: &mut DbConn, before: NaiveDate) -> QueryResult<u64> {
+    // Candidates are found in key order by a read that takes no write
+    // lock (there is no index on `last_seen`: it would cost every report
+    // that moves an instance to a new day two more random page writes),
+    // then deleted in a short transaction that checks them again.
+    let mut deleted = 0;
+    let mut after: Vec<u8> = Vec::new();
+    loop {
+        let candidates: Vec<Vec<u8>> = with_conn!(&mut *conn, |c| instances::table
+            .filter(instances::instance_hash.gt(&after))
+            .filter(instances::last_seen.lt(before))
+            .order(instances::instance_hash)
+            .select(instances::instance_hash)
+            .limit(PRUNE_CHUNK as i64)
+            .load::<Vec<u8>>(c))?;
+        let Some(last) = candidates.last() else {
+            break;
+        };
+        after = last.clone();
+        deleted += retry_conflicts(ATTEMPTS, || {
+            backend::transaction(&mut *conn, Mode::Durable, |tx| {
+                delete_stale(tx, &candidates, before)
+            })
+        })? as u64;
+        if candidates.len() < PRUNE_CHUNK {
+            break;
+        }
+    }
+    Ok(deleted)
+}
+
+/// Deletes those of `candidates` still last seen before `before`, and
+/// takes their contribution out of the aggregates.
+fn delete_stale(tx: &mut Tx<'_>, candidates: &[Vec<u8>], before: NaiveDate) -> QueryResult<usize> {
+    // Locked so that a report arriving now either waits for the delete
+    // (and finds the instance gone) or updated it first (and the row no
+    // longer matches).
+    let rows = backend::lock_instances_before(tx, candidates, before)?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let hashes: Vec<Vec<u8>> = rows.iter().map(|r| r.instance_hash.clone()).collect();
+    let gone = rows
+        .into_iter()
+        .map(Instance::try_from)
+        .collect::<QueryResult<Vec<Instance>>>()?;
+    apply_deltas(
+        tx,
+        &plan::removal(gone.iter().map(|i| &i.snapshot)),
+        Zeros::Skip,
+    )?;
+    let mut deleted = 0;
+    for chunk in hashes.chunks(CHUNK_ROWS) {
+        let target = instances::table.filter(instances::instance_hash.eq_any(chunk));
+        deleted += with_tx!(&mut *tx, |c| diesel::delete(target).execute(c))?;
+    }
+    Ok(deleted)
+}
+
+/// Deletes the aggregate rows whose counts are all zero.
+fn delete_zero_rows(conn: &mut DbConn) -> QueryResult<usize> {
+    let values = with_conn!(&mut *conn, |c| diesel::delete(
+        instance_values::table.filter(instance_values::instances.eq(0))
+    )
+    .execute(c))?;
+    let counters = with_conn!(&mut *conn, |c| diesel::delete(
+        instance_counters::table
+            .filter(instance_counters::instances.eq(0))
+            .filter(instance_counters::total.eq(0))
+    )
+    .execute(c))?;
+    let value_totals = with_conn!(&mut *conn, |c| diesel::delete(
+        instance_value_totals::table.filter(instance_value_totals::instances.eq(0))
+    )
+    .execute(c))?;
+    let counter_totals = with_conn!(&mut *conn, |c| diesel::delete(
+        instance_counter_totals::table
+            .filter(instance_counter_totals::instances.eq(0))
+            .filter(instance_counter_totals::total.eq(0))
+    )
+    .execute(c))?;
+    Ok(values + counters + value_totals + counter_totals)
+}
