@@ -235,23 +235,7 @@ fn not_a_directory(e: &std::io::Error) -> bool {
 /// Whether this process may create files in `dir`, as the kernel decides for
 /// its effective user (permissions, read-only mounts).
 fn writable_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c_path = std::ffi::CString::new(dir.as_os_str().as_bytes())
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    // SAFETY: c_path is a valid NUL-terminated string for the whole call.
-    let rc = unsafe {
-        libc::faccessat(
-            libc::AT_FDCWD,
-            c_path.as_ptr(),
-            libc::W_OK | libc::X_OK,
-            libc::AT_EACCESS,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    crate::os::may_create_files_in(dir)
 }
 
 /// "permission denied" rather than "Permission denied (os error 13)".

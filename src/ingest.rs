@@ -14,7 +14,7 @@
 //! and may drop the pages that were not written, so after a flush or a
 //! checkpoint failed, a later flush can succeed although earlier commits
 //! never reached the disk, and the connections may still see them. So the
-//! writer resumes only after a reopen ([`recover`]): every connection of
+//! writer resumes only after a reopen (`recover`): every connection of
 //! every pool of the database is closed (see [`db::Storage`]), a new one is
 //! opened and passes [`store::check_storage`], and only then are reports
 //! acknowledged again. A report retried after that is answered `duplicate`
@@ -458,19 +458,9 @@ const WRITER_NICE: i32 = -5;
 /// such as systemd's `LimitNICE=`); without it the writer keeps the normal
 /// priority, which changes nothing else.
 fn raise_priority() {
-    #[cfg(target_os = "linux")]
-    {
-        // On Linux, PRIO_PROCESS with 0 applies to the calling thread only.
-        // SAFETY: setpriority reads no memory of ours.
-        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, WRITER_NICE) };
-        if rc == 0 {
-            tracing::debug!(nice = WRITER_NICE, "writer thread priority raised");
-        } else {
-            tracing::debug!(
-                error = %std::io::Error::last_os_error(),
-                "writer thread priority left as is"
-            );
-        }
+    match crate::os::set_thread_nice(WRITER_NICE) {
+        Ok(()) => tracing::debug!(nice = WRITER_NICE, "writer thread priority raised"),
+        Err(error) => tracing::debug!(%error, "writer thread priority left as is"),
     }
 }
 

@@ -28,6 +28,7 @@ pub mod ingest;
 pub mod intake;
 pub mod limits;
 pub mod metrics;
+mod os;
 pub mod publication;
 pub mod reads;
 pub mod release;

@@ -141,26 +141,9 @@ fn worker(queue: &Mutex<Receiver<Job>>) {
 /// Lowers the calling thread's CPU priority to [`READ_NICE`], or leaves it
 /// where it is when the process already runs lower than that.
 fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    {
-        let nice = current_nice().max(READ_NICE);
-        // On Linux, PRIO_PROCESS with 0 applies to the calling thread only.
-        // SAFETY: setpriority reads no memory of ours.
-        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
-        if rc != 0 {
-            tracing::debug!(
-                error = %std::io::Error::last_os_error(),
-                "read thread priority left as is"
-            );
-        }
+    if let Err(error) = crate::os::set_thread_nice(crate::os::thread_nice().max(READ_NICE)) {
+        tracing::debug!(%error, "read thread priority left as is");
     }
-}
-
-/// The nice value of the calling thread.
-#[cfg(target_os = "linux")]
-fn current_nice() -> i32 {
-    // SAFETY: getpriority reads no memory of ours.
-    unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
 }
 
 #[cfg(test)]
@@ -243,8 +226,8 @@ mod tests {
     #[tokio::test]
     async fn reads_run_at_a_lower_priority_than_the_caller() {
         let reads = Reads::new(1, 1, Duration::ZERO);
-        let caller = current_nice();
-        let inside = reads.run(current_nice).await.unwrap();
+        let caller = crate::os::thread_nice();
+        let inside = reads.run(crate::os::thread_nice).await.unwrap();
         assert_eq!(inside, caller.max(READ_NICE), "caller at nice {caller}");
     }
 }

@@ -19,6 +19,8 @@ pub struct SendArgs {
     #[arg(long, env = optin::CONFIG_ENV, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Collector base URL [default: the opt-in file's "collector", else https://stats.example.org].
+    // The doc comment is the flag's help, where a bare URL reads best.
+    #[allow(rustdoc::bare_urls)]
     #[arg(long, env = "ANONSTATS_COLLECTOR", value_name = "URL")]
     pub collector: Option<String>,
 

@@ -35,7 +35,7 @@ pub struct SendOptions {
     /// Opt-in file (JSON, or passbolt-style PHP when it ends in .php)
     /// [default: $XDG_CONFIG_HOME/anonstats/client.json or ~/.config/anonstats/client.json].
     pub config: Option<PathBuf>,
-    /// Collector base URL [default: the opt-in file's "collector", else https://stats.example.org].
+    /// Collector base URL [default: the opt-in file's "collector", else <https://stats.example.org>].
     pub collector: Option<String>,
     /// Record the administrator's agreement (and generate the instance id once); sends nothing.
     pub opt_in: bool,

@@ -5,7 +5,7 @@
 //! computed in Rust and bound, and grouping into weeks and months happens in
 //! Rust, so that no date function of either backend is needed. The only
 //! difference is the placeholder syntax, handled by
-//! [`load_sql!`](crate::db::load_sql).
+//! `db::load_sql!`.
 
 use std::collections::HashMap;
 

@@ -161,13 +161,5 @@ fn sync_and_forget(path: &str) -> Result<(), SyncError> {
 /// failed write-back, Linux may keep serving pages that never reached the
 /// disk until they are evicted.
 fn drop_cached_pages(file: &std::fs::File) {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::unix::io::AsRawFd;
-        // SAFETY: the descriptor is open for the whole call; no memory is
-        // passed.
-        let _ = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = file;
+    crate::os::drop_cached_pages(file);
 }
