@@ -77,6 +77,9 @@ pub enum IngestError {
 }
 
 /// What the writer is asked to do.
+// Nearly every job is a report: boxing it would cost an allocation per
+// report to save space in a queue whose length is bounded anyway.
+#[allow(clippy::large_enum_variant)]
 enum Work {
     /// Store an anonymised report.
     Report(Record),
