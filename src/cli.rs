@@ -64,18 +64,6 @@ pub enum Command {
     /// their aggregates and the dedupe keys; keeps the daily event counts
     /// (see docs/retention.md). Stop every collector first.
     RotateSecret(RotateSecretArgs),
-    /// Measure ingest rate, latency, overload, stats endpoints and disk use
-    /// (see docs/performance.md).
-    Bench(crate::bench::BenchArgs),
-    /// The benchmark's baseline server (started by `bench`).
-    #[command(hide = true)]
-    BenchBaseline(crate::bench::baseline::BaselineArgs),
-    /// One load phase against a running collector (for profiling).
-    #[command(hide = true)]
-    BenchDrive(crate::bench::DriveArgs),
-    /// Erasure latency, stored against unknown ids (docs/performance.md).
-    #[command(hide = true)]
-    BenchErasure(crate::bench::erasure::ErasureArgs),
 }
 
 /// Flags of `prune`.
@@ -386,9 +374,5 @@ pub fn main() -> anyhow::Result<()> {
         }
         Command::RotateSecret(args) => rotate_secret(args),
         Command::Release(args) => release_now(args),
-        Command::Bench(args) => crate::bench::run(args),
-        Command::BenchBaseline(args) => crate::bench::baseline::run(args),
-        Command::BenchDrive(args) => crate::bench::drive(args),
-        Command::BenchErasure(args) => crate::bench::erasure::run(args),
     }
 }

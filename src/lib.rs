@@ -8,7 +8,6 @@
 
 pub mod access;
 pub mod anonymize;
-pub mod bench;
 pub mod catalog;
 pub mod cli;
 pub mod client;

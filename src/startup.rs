@@ -386,7 +386,7 @@ pub async fn stop_on_signal(handle: actix_web::dev::ServerHandle) {
 /// One line per request: method, route, status, size and duration. Never the
 /// address, the user agent or the raw path (which any client can fill with
 /// anything): the route pattern is logged instead.
-pub(crate) async fn access_log(
+async fn access_log(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {

@@ -9,7 +9,7 @@ mod health;
 mod metrics;
 mod openapi;
 mod public;
-pub(crate) mod reports;
+mod reports;
 mod stats;
 
 use actix_web::middleware::from_fn;

@@ -5,7 +5,6 @@
 mod helpers;
 
 mod abuse;
-mod bench;
 mod client;
 mod consent;
 mod consistency;
