@@ -6,6 +6,8 @@ COPY src ./src
 COPY migrations ./migrations
 COPY catalog ./catalog
 COPY assets ./assets
+# A member of the workspace: cargo reads its manifest to build the collector.
+COPY tools ./tools
 RUN cargo build --release --locked --bin anonstats
 
 FROM debian:bookworm-slim

@@ -249,7 +249,8 @@ pub struct Ingest {
 /// [`Writer::join`] drains the queue and stops it.
 pub struct Writer {
     thread: JoinHandle<()>,
-    syncer: JoinHandle<()>,
+    /// `None` for a writer that discards (see [`discard`]).
+    syncer: Option<JoinHandle<()>>,
     checkpointer: Option<(mpsc::Sender<()>, JoinHandle<()>)>,
 }
 
@@ -258,7 +259,9 @@ impl Writer {
     pub fn join(self) {
         let _ = self.thread.join();
         // The writer dropped its end: the syncer answers what it holds and stops.
-        let _ = self.syncer.join();
+        if let Some(syncer) = self.syncer {
+            let _ = syncer.join();
+        }
         if let Some((stop, thread)) = self.checkpointer {
             drop(stop);
             let _ = thread.join();
@@ -380,8 +383,67 @@ pub fn start(
         ingest,
         Writer {
             thread,
-            syncer,
+            syncer: Some(syncer),
             checkpointer,
+        },
+    )
+}
+
+/// Starts a writer that answers every report `accepted` (and every erasure
+/// done) without storing anything: the benchmark's baseline, a collector
+/// whose storage costs nothing. Requests still go through the same queue,
+/// its bounds and the same batching, so that only the database's work is
+/// missing from what they cost. Nothing built on it may face real clients.
+pub fn discard(storage: Storage, config: WriterConfig) -> (Ingest, Writer) {
+    let (tx, rx) = mpsc::sync_channel(config.queue_capacity);
+    let state = Arc::new(WriterState::new(storage));
+    let ingest = Ingest {
+        tx,
+        state: state.clone(),
+        capacity: config.queue_capacity,
+        max_held: config.queue_capacity + config.max_batch,
+    };
+    let thread = std::thread::Builder::new()
+        .name("anonstats-writer".into())
+        .spawn(move || {
+            raise_priority();
+            let mut batch: Vec<Job> = Vec::with_capacity(config.max_batch);
+            let mut waiting: std::collections::VecDeque<Job> = Default::default();
+            loop {
+                let first = if waiting.is_empty() {
+                    match rx.recv() {
+                        Ok(job) => Some(job),
+                        Err(_) => break,
+                    }
+                } else {
+                    rx.try_recv().ok()
+                };
+                fill(
+                    &mut batch,
+                    first,
+                    || rx.try_recv().ok(),
+                    &mut waiting,
+                    config.max_batch,
+                    ERASURES_PER_BATCH,
+                );
+                // The same accounting as the real writer's, so that the
+                // queue's bounds refuse alike.
+                state.unanswered.fetch_add(batch.len(), Ordering::Relaxed);
+                state.queued.fetch_sub(batch.len(), Ordering::Relaxed);
+                state.batch_size.observe(batch.len() as f64);
+                state.answered(batch.len());
+                for job in batch.drain(..) {
+                    let _ = job.reply.send(Ok(Outcome::Accepted));
+                }
+            }
+        })
+        .expect("spawn writer thread");
+    (
+        ingest,
+        Writer {
+            thread,
+            syncer: None,
+            checkpointer: None,
         },
     )
 }
@@ -985,6 +1047,37 @@ mod tests {
             assert!(b[first_erasure..].iter().all(|j| j.0));
         }
     }
+
+    #[test]
+    fn a_discarding_writer_answers_every_job_and_drains_on_join() {
+        let (ingest, writer) = discard(Storage::default(), WriterConfig::default());
+        let body = serde_json::json!({
+            "schema_version": 1,
+            "report_id": uuid::Uuid::new_v4(),
+            "instance_id": uuid::Uuid::new_v4(),
+            "product": "passbolt",
+            "event": "install",
+            "version": "4.10.1",
+        })
+        .to_string();
+        let catalog = crate::catalog::Catalog::builtin();
+        let report = crate::validation::parse_v1(body.as_bytes(), &catalog).expect("valid");
+        let pseudonymizer = crate::anonymize::Pseudonymizer::new(&[7; 32]);
+        let day = chrono::NaiveDate::from_ymd_opt(2026, 1, 1).expect("valid date");
+        let record = crate::anonymize::anonymize(report, &pseudonymizer, day);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            assert_eq!(ingest.submit(record).await, Ok(Outcome::Accepted));
+            assert_eq!(ingest.erase([1; 32]).await, Ok(()));
+        });
+        assert_eq!(ingest.state().queue_depth(), 0);
+        assert_eq!(ingest.state().held(), 0);
+        drop(ingest);
+        writer.join();
+    }
+
     use crate::db::Faults;
 
     /// A batch of `n` reports written in the state's current generation.

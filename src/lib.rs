@@ -13,7 +13,6 @@
 
 pub mod access;
 pub mod anonymize;
-pub mod bench;
 pub mod catalog;
 pub mod cli;
 pub mod client;
@@ -43,15 +42,3 @@ pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod validation;
-
-/// Paths the benchmark (`src/bench`) imports.
-#[doc(hidden)]
-pub mod error {
-    pub use crate::routes::error::*;
-}
-
-/// Paths the benchmark (`src/bench`) imports.
-#[doc(hidden)]
-pub mod ratelimit {
-    pub use crate::limits::Limits;
-}

@@ -24,14 +24,23 @@ use crate::routes;
 use crate::secret;
 use crate::state::{AppState, IntakeState, OpsState, ReadState, StatsState};
 
-/// The benchmark prepares its databases as the collector does.
-pub(crate) use crate::db::prepare_database;
-/// The benchmark's baseline server logs as the collector does.
-pub(crate) use crate::routes::middleware::access_log;
 
 /// Connections of the writer's own pool: the writer, its sync thread and
 /// the SQLite checkpointer.
 const WRITER_CONNECTIONS: u32 = 3;
+
+/// Where the writer puts the reports a collector accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sink {
+    /// The database: a report is answered once it is durable.
+    #[default]
+    Database,
+    /// Nowhere: the writer answers each report `accepted` and drops it
+    /// ([`ingest::discard`]). The benchmark's baseline is the collector
+    /// built with this sink, so that it differs from the real one by the
+    /// storage only. Never for a collector that real clients report to.
+    Discard,
+}
 
 /// A built collector, bound to its port but not yet serving.
 pub struct Application {
@@ -70,6 +79,13 @@ fn announce_token(bind: &str, port: u16, token: &str) {
 impl Application {
     /// Prepares the database and binds the listener.
     pub fn build(config: Config) -> anyhow::Result<Application> {
+        Self::build_with_sink(config, Sink::Database)
+    }
+
+    /// [`Application::build`], with the writer putting accepted reports
+    /// into `sink`. Everything else (database, secret, routes, limits,
+    /// server settings) is built alike for every sink.
+    pub fn build_with_sink(config: Config, sink: Sink) -> anyhow::Result<Application> {
         // One storage for both pools: a failure seen through either closes
         // the connections of both before reports are acknowledged again.
         let storage = db::Storage::new(db::Faults::from_env());
@@ -89,13 +105,25 @@ impl Application {
         // The writer, its sync thread and the checkpointer have connections
         // of their own: a flood of reads can take every connection of the
         // readers' pool, never one the writer waits for.
-        let writer_pool = db::pool_sharing(&config.database_url, WRITER_CONNECTIONS, &storage);
-        let (ingest, writer) = ingest::start(
-            storage,
-            writer_pool,
-            vec![pool.clone()],
-            config.writer.clone(),
-        );
+        let (ingest, writer) = match sink {
+            Sink::Database => {
+                let writer_pool =
+                    db::pool_sharing(&config.database_url, WRITER_CONNECTIONS, &storage);
+                ingest::start(
+                    storage,
+                    writer_pool,
+                    vec![pool.clone()],
+                    config.writer.clone(),
+                )
+            }
+            Sink::Discard => {
+                tracing::warn!(
+                    "reports are answered accepted and discarded, never stored \
+                     (benchmark baseline)"
+                );
+                ingest::discard(storage, config.writer.clone())
+            }
+        };
         let limits = &config.limits;
         let pruned_instances = Arc::new(AtomicU64::new(0));
         let pruner = (config.prune_interval_hours > 0).then(|| {

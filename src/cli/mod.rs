@@ -3,7 +3,6 @@
 //! settings of the module that does the work (`TryFrom<&ServeArgs> for
 //! Config`, ...); defaults are that module's constants.
 
-mod bench;
 mod client;
 mod ops;
 mod serve;
@@ -89,8 +88,6 @@ pub enum Command {
     /// their aggregates and the dedupe keys; keeps the daily event counts
     /// (see docs/retention.md). Stop every collector first.
     RotateSecret(ops::RotateSecretArgs),
-    #[command(flatten)]
-    Bench(bench::BenchCommand),
 }
 
 /// Where the data lives.
@@ -139,6 +136,5 @@ pub fn main() -> anyhow::Result<()> {
         Command::Prune(args) => ops::prune(args),
         Command::RotateSecret(args) => ops::rotate_secret(args),
         Command::Release(args) => ops::release_now(args),
-        Command::Bench(command) => bench::run(command),
     }
 }

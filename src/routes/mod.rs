@@ -11,7 +11,7 @@ mod metrics;
 pub mod middleware;
 mod openapi;
 mod public;
-pub(crate) mod reports;
+mod reports;
 mod stats;
 
 use actix_web::middleware::from_fn;

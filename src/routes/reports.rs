@@ -132,7 +132,7 @@ async fn ingest(report: Report, state: &AppState) -> Result<HttpResponse, ApiErr
 }
 
 /// Accepts the media type with or without parameters (`; charset=utf-8`).
-pub(crate) fn require_content_type(
+pub(super) fn require_content_type(
     req: &HttpRequest,
     expected: &'static str,
 ) -> Result<(), ApiError> {
@@ -151,7 +151,7 @@ pub(crate) fn require_content_type(
 
 /// JSON is UTF-8 (RFC 8259): a body declared in another charset is refused
 /// rather than misread.
-pub(crate) fn require_utf8(req: &HttpRequest) -> Result<(), ApiError> {
+pub(super) fn require_utf8(req: &HttpRequest) -> Result<(), ApiError> {
     let charset = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -172,7 +172,7 @@ pub(crate) fn require_utf8(req: &HttpRequest) -> Result<(), ApiError> {
 /// Reads the body up to the limit and within the request timeout; a
 /// declared or actual larger body is refused without reading the rest, and a
 /// client trickling its body cannot hold a worker.
-pub(crate) async fn read_body(
+pub(super) async fn read_body(
     req: &HttpRequest,
     payload: web::Payload,
     timeout: Duration,

@@ -6,7 +6,6 @@ mod helpers;
 
 mod abuse;
 mod architecture;
-mod bench;
 mod client;
 mod consent;
 mod consistency;

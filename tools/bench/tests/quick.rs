@@ -1,12 +1,49 @@
 //! The benchmark tool itself: a tiny run must produce every row of the
-//! table, so that `anonstats bench` keeps working as the collector changes.
+//! table, so that `anonstats-bench` keeps working as the collector changes.
 //! No figure is judged here; speed is for the benchmark to report.
+//!
+//! The tool drives the `anonstats` binary of the same target directory;
+//! the tests build it first, as `cargo test` of this package alone does not.
 
+use std::path::PathBuf;
 use std::process::Command;
+use std::sync::OnceLock;
 
 use serde_json::Value;
 
-use crate::helpers::POSTGRES_ENV;
+/// PostgreSQL administrator URL of the test suite; without it, the
+/// PostgreSQL phases are skipped.
+const POSTGRES_ENV: &str = "ANONSTATS_TEST_POSTGRES_URL";
+
+/// `anonstats-bench`, with an up-to-date `anonstats` next to it.
+fn bench() -> Command {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_anonstats-bench"));
+    BUILT.get_or_init(|| {
+        let mut cargo = Command::new(env!("CARGO"));
+        cargo.args(["build", "--quiet", "-p", "anonstats", "--bin", "anonstats"]);
+        // The profile of this test's binaries, read from where they are.
+        if exe.parent().and_then(|d| d.file_name()) == Some("release".as_ref()) {
+            cargo.arg("--release");
+        }
+        let status = cargo.status().expect("run cargo build");
+        assert!(status.success(), "cannot build the anonstats binary");
+        exe.with_file_name("anonstats")
+    });
+    let mut cmd = Command::new(&exe);
+    cmd.env_remove("ANONSTATS_BENCH_POSTGRES_URL")
+        .env_remove("ANONSTATS_BENCH_COLLECTOR")
+        .env("RUST_LOG", "warn");
+    cmd
+}
+
+fn postgres(test: &str) -> Option<String> {
+    let url = std::env::var(POSTGRES_ENV).ok().filter(|s| !s.is_empty());
+    if url.is_none() {
+        eprintln!("skipped {test} (PostgreSQL): set {POSTGRES_ENV} to run it against PostgreSQL");
+    }
+    url
+}
 
 /// Every row the performance goals ask for, per backend.
 fn expected_rows(backend: &str) -> Vec<String> {
@@ -64,10 +101,9 @@ fn row<'a>(rows: &'a [Value], id: &str) -> &'a Value {
 fn quick_bench_writes_every_row() {
     let dir = tempfile::tempdir().unwrap();
     let json_path = dir.path().join("bench.json");
-    let postgres = std::env::var(POSTGRES_ENV).ok().filter(|s| !s.is_empty());
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_anonstats"));
+    let postgres = postgres("quick_bench_writes_every_row");
+    let mut cmd = bench();
     cmd.args([
-        "bench",
         "--quick",
         "--instances",
         "300",
@@ -83,16 +119,12 @@ fn quick_bench_writes_every_row() {
         "2",
         "--json",
     ])
-    .arg(&json_path)
-    .env_remove("ANONSTATS_BENCH_POSTGRES_URL")
-    .env("RUST_LOG", "warn");
+    .arg(&json_path);
     if let Some(url) = &postgres {
         cmd.args(["--postgres", url]);
-    } else {
-        crate::helpers::skip_postgres("bench::quick_bench_writes_every_row (PostgreSQL phases)");
     }
 
-    let output = cmd.output().expect("run anonstats bench");
+    let output = cmd.output().expect("run anonstats-bench");
 
     let stderr = String::from_utf8_lossy(&output.stderr);
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -147,4 +179,37 @@ fn quick_bench_writes_every_row() {
             assert!(stderr.contains("PostgreSQL phases skipped"), "{stderr}");
         }
     }
+}
+
+#[test]
+fn erasure_times_both_kinds() {
+    let mut cmd = bench();
+    cmd.args(["erasure", "--count", "5", "--warmup", "1"]);
+    if let Some(url) = postgres("erasure_times_both_kinds") {
+        cmd.args(["--postgres", &url]);
+    }
+    let output = cmd.output().expect("run anonstats-bench erasure");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "erasure failed:\n{}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for kind in ["stored", "unknown", "ratio"] {
+        assert!(stdout.contains(&format!("sqlite    {kind}")), "{stdout}");
+    }
+}
+
+#[test]
+fn a_missing_collector_is_named() {
+    let output = bench()
+        .args(["run", "--quick", "--collector", "/nonexistent/anonstats"])
+        .output()
+        .expect("run anonstats-bench");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("no collector binary at /nonexistent/anonstats"),
+        "{stderr}"
+    );
 }

@@ -1,8 +1,10 @@
-//! `anonstats bench`: the performance benchmark (see docs/performance.md).
+//! `anonstats-bench`: the performance benchmark of the anonstats collector
+//! (see docs/performance.md).
 //!
 //! One run measures, on this machine and in this order:
-//! 1. a baseline: the collector's HTTP stack, validation and anonymisation
-//!    without storage ([`baseline`]), the ceiling of any durable ingest;
+//! 1. a baseline: the collector built with a writer that discards
+//!    (`startup::Sink::Discard`), the same server, routes, limits, handler
+//!    and anonymisation without storage, the ceiling of any durable ingest;
 //! 2. for SQLite, then PostgreSQL (when a server is given): the real
 //!    collector on a fresh database, closed-loop for its maximum rate,
 //!    open-loop at 50% and 80% of it for latency, then overloaded; then a
@@ -11,10 +13,11 @@
 //!    bytes on disk per instance, and intake next to floods of reads and
 //!    erasures and slow connections ([`flood`]), against intake alone.
 //!
-//! Servers run as child processes of this same binary; the load generator
-//! ([`load`], [`http`]) runs in this process on a single thread.
+//! Servers run as child processes: the collectors are `anonstats serve` of
+//! the collector binary ([`process::collector`]), the baseline is this
+//! binary's hidden `baseline` command ([`serve_baseline`]). The load
+//! generator ([`load`], [`http`]) runs in this process on a single thread.
 
-pub mod baseline;
 pub mod erasure;
 pub mod flood;
 pub mod generator;
@@ -36,12 +39,17 @@ use serde_json::{json, Value};
 use self::load::{LoadResult, LoadSpec};
 use self::process::ServerProcess;
 use self::table::{Status, Table, FLOODS, STATS_ENDPOINTS};
-use crate::db;
+use anonstats::db;
 
-/// Flags of `anonstats bench`. Defaults are the full sizes of the
-/// performance goals; `--quick` shrinks every one that was not given.
+/// Flags of `anonstats-bench run` (the default command). Defaults are the
+/// full sizes of the performance goals; `--quick` shrinks every one that
+/// was not given.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
+    /// The collector binary to benchmark [default: `anonstats` in the
+    /// directory of this binary, i.e. the same target directory].
+    #[arg(long, env = "ANONSTATS_BENCH_COLLECTOR", value_name = "PATH")]
+    pub collector: Option<PathBuf>,
     /// PostgreSQL server for the PostgreSQL phases, as an administrator URL
     /// (a database is created for the run and dropped after). Without it,
     /// the PostgreSQL phases are skipped.
@@ -103,8 +111,8 @@ pub struct BenchArgs {
     pub work_dir: Option<PathBuf>,
 }
 
-/// Flags of the hidden `bench-drive` command: one load phase against a
-/// collector that is already running (for profiling it, e.g. under
+/// Flags of `anonstats-bench drive`: one load phase against a collector
+/// that is already running (for profiling it, e.g. under
 /// callgrind, with a fixed number of requests).
 #[derive(Debug, Args)]
 pub struct DriveArgs {
@@ -256,17 +264,19 @@ fn note(text: impl AsRef<str>) {
 /// not run.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let settings = Settings::from(&args)?;
+    let collector = process::collector(args.collector.as_deref())?;
     let work = WorkDir::new(args.work_dir.clone())?;
     raise_open_files_limit(2 * settings.overload_connections + 256);
     let mut bench = Bench {
         settings,
         work: work.path().to_owned(),
-        secret: crate::anonymize::generate_secret(),
+        secret: anonstats::anonymize::generate_secret(),
         table: Table::new(),
         phases: serde_json::Map::new(),
-        rate_limit_flag: process::serve_has_flag("--rate-limit"),
-        instance_limit_flag: process::serve_has_flag("--instance-daily-limit"),
-        client_ip_header_flag: process::serve_has_flag("--client-ip-header"),
+        rate_limit_flag: process::serve_has_flag(&collector, "--rate-limit"),
+        instance_limit_flag: process::serve_has_flag(&collector, "--instance-daily-limit"),
+        client_ip_header_flag: process::serve_has_flag(&collector, "--client-ip-header"),
+        collector,
         failed: Vec::new(),
     };
     let baseline = match bench.baseline() {
@@ -301,7 +311,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     println!("{rendered}");
     if let Some(path) = &args.json {
         let doc = json!({
-            "anonstats_version": env!("CARGO_PKG_VERSION"),
+            "anonstats_version": anonstats_version(&bench.collector),
             "date": chrono::Utc::now().to_rfc3339(),
             "commit": git_commit(),
             "machine": machine(),
@@ -324,6 +334,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 
 struct Bench {
     settings: Settings,
+    /// The `anonstats` binary whose `serve` is measured.
+    collector: PathBuf,
     work: PathBuf,
     secret: String,
     table: Table,
@@ -420,10 +432,18 @@ impl Bench {
         self.load(backend, &label, &spec)
     }
 
+    /// The collector's own server with a writer that discards, started
+    /// with the flags and environment of the collector phases.
     fn baseline(&mut self) -> anyhow::Result<f64> {
+        let exe = std::env::current_exe().context("cannot find the anonstats-bench binary")?;
+        let pattern = self.work.join("{label}.db").to_string_lossy().into_owned();
+        let db = FreshDb::create(&pattern, "baseline")?;
+        let mut args = vec!["baseline"];
+        args.extend(self.serve_flags());
         let server = ServerProcess::start(
-            &["bench-baseline", "--bind", "127.0.0.1:0"],
-            &[("RUST_LOG", "info")],
+            &exe,
+            &args,
+            &self.server_env(&db.url),
             &self.work.join("baseline.log"),
         )?;
         let max = self.find_max("baseline", server.addr)?;
@@ -437,8 +457,9 @@ impl Bench {
         Ok(max.rps)
     }
 
-    fn start_collector(&self, url: &str, label: &str) -> anyhow::Result<ServerProcess> {
-        let mut args = vec!["serve", "--bind", "127.0.0.1:0"];
+    /// Flags of `anonstats serve` for every server of the run.
+    fn serve_flags(&self) -> Vec<&'static str> {
+        let mut args = vec!["--bind", "127.0.0.1:0"];
         if self.rate_limit_flag {
             args.extend(["--rate-limit", "0"]);
         }
@@ -460,13 +481,25 @@ impl Bench {
                 "x-forwarded-for",
             ]);
         }
+        args
+    }
+
+    /// Environment of every server of the run, on the database at `url`.
+    fn server_env<'a>(&'a self, url: &'a str) -> Vec<(&'a str, &'a str)> {
+        vec![
+            ("ANONSTATS_DATABASE_URL", url),
+            ("ANONSTATS_SECRET", &self.secret),
+            ("RUST_LOG", "info"),
+        ]
+    }
+
+    fn start_collector(&self, url: &str, label: &str) -> anyhow::Result<ServerProcess> {
+        let mut args = vec!["--log-format", "json", "serve"];
+        args.extend(self.serve_flags());
         ServerProcess::start(
+            &self.collector,
             &args,
-            &[
-                ("ANONSTATS_DATABASE_URL", url),
-                ("ANONSTATS_SECRET", &self.secret),
-                ("RUST_LOG", "info"),
-            ],
+            &self.server_env(url),
             &self.work.join(format!("{label}.log")),
         )
     }
@@ -525,7 +558,7 @@ impl Bench {
 
         // 2. Seeded database: size on disk, ingest rate, stats endpoints.
         let seeded = FreshDb::create(server, "seeded")?;
-        crate::startup::prepare_database(&seeded.url, 1)?;
+        anonstats::db::prepare_database(&seeded.url, 1)?;
         let before = seed::database_bytes(&seeded.url)?;
         let n = self.settings.instances;
         note(format!(
@@ -816,6 +849,46 @@ fn raise_open_files_limit(wanted: usize) {
             ));
         }
     }
+}
+
+/// Flags of the hidden `anonstats-bench baseline` command: those of
+/// `anonstats serve`, parsed by the collector's own code.
+#[derive(Debug, Args)]
+pub struct BaselineArgs {
+    #[command(flatten)]
+    pub serve: anonstats::cli::ServeArgs,
+}
+
+/// Runs the baseline server until SIGTERM/SIGINT: the collector's
+/// configuration and [`anonstats::startup::Application`], built with
+/// [`Sink::Discard`](anonstats::startup::Sink::Discard), logging JSON as
+/// the collectors of the run do.
+pub fn serve_baseline(args: BaselineArgs) -> anyhow::Result<()> {
+    use anonstats::startup::{self, Application, Sink};
+    anonstats::telemetry::init(anonstats::telemetry::LogFormat::Json);
+    let config = anonstats::config::Config::try_from(&args.serve)?;
+    actix_web::rt::System::new().block_on(async move {
+        let app = Application::build_with_sink(config, Sink::Discard)?;
+        actix_web::rt::spawn(startup::stop_on_signal(app.handle()));
+        app.run_until_stopped()
+            .await
+            .context("baseline server failed")
+    })
+}
+
+/// The version `collector --version` prints, if it does.
+fn anonstats_version(collector: &Path) -> Value {
+    std::process::Command::new(collector)
+        .arg("--version")
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| {
+            let text = String::from_utf8_lossy(&o.stdout).into_owned();
+            text.split_whitespace().nth(1).map(|v| json!(v))
+        })
+        .unwrap_or(Value::Null)
 }
 
 fn git_commit() -> Value {

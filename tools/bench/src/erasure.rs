@@ -1,4 +1,4 @@
-//! `anonstats bench-erasure` (hidden): how long an erasure takes for an id
+//! `anonstats-bench erasure`: how long an erasure takes for an id
 //! the collector stores and for one it never saw, interleaved, on the real
 //! collector over HTTP (see docs/performance.md).
 //!
@@ -19,9 +19,13 @@ use super::load::Percentiles;
 use super::process::ServerProcess;
 use super::{note, FreshDb, WorkDir};
 
-/// Flags of `anonstats bench-erasure`.
+/// Flags of `anonstats-bench erasure`.
 #[derive(Debug, Args)]
 pub struct ErasureArgs {
+    /// The collector binary to measure [default: `anonstats` in the
+    /// directory of this binary].
+    #[arg(long, env = "ANONSTATS_BENCH_COLLECTOR", value_name = "PATH")]
+    pub collector: Option<PathBuf>,
     /// PostgreSQL server, as an administrator URL (a database is created
     /// for the run and dropped after); without it, SQLite only.
     #[arg(long, env = "ANONSTATS_BENCH_POSTGRES_URL", value_name = "URL")]
@@ -49,6 +53,7 @@ struct Figures {
 /// prints both.
 pub fn run(args: ErasureArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.count > 0, "--count must be positive");
+    let collector = super::process::collector(args.collector.as_deref())?;
     let work = WorkDir::new(args.work_dir.clone())?;
     let sqlite = work
         .path()
@@ -66,7 +71,8 @@ pub fn run(args: ErasureArgs) -> anyhow::Result<()> {
         };
         let db = FreshDb::create(&server, "erasure")?;
         let log = work.path().join(format!("{backend}-erasure.log"));
-        let figures = measure(&db.url, &log, &args).with_context(|| backend.to_owned())?;
+        let figures =
+            measure(&collector, &db.url, &log, &args).with_context(|| backend.to_owned())?;
         rows.push((backend, figures));
     }
     println!(
@@ -101,9 +107,17 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> f64 {
 
 /// One collector on a fresh database: stores `count` installs, then erases
 /// them alternately with as many ids it never saw, one request at a time.
-fn measure(url: &str, log: &std::path::Path, args: &ErasureArgs) -> anyhow::Result<Figures> {
+fn measure(
+    collector: &std::path::Path,
+    url: &str,
+    log: &std::path::Path,
+    args: &ErasureArgs,
+) -> anyhow::Result<Figures> {
     let server = ServerProcess::start(
+        collector,
         &[
+            "--log-format",
+            "json",
             "serve",
             "--bind",
             "127.0.0.1:0",

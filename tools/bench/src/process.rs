@@ -1,5 +1,6 @@
-//! Child processes of the benchmark: the baseline server and real
-//! collectors, each the same binary as the benchmark itself.
+//! Child processes of the benchmark: real collectors (`anonstats serve` of
+//! the collector binary) and the baseline server (this binary's hidden
+//! `baseline` command).
 
 use std::fs::File;
 use std::net::SocketAddr;
@@ -18,14 +19,17 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Runs this binary with `args` (after the global `--log-format json`),
-    /// logging to `log`, and waits for the line announcing its port.
-    pub fn start(args: &[&str], env: &[(&str, &str)], log: &Path) -> anyhow::Result<Self> {
-        let exe = std::env::current_exe().context("cannot find the anonstats binary")?;
+    /// Runs `program` with `args`, logging to `log`, and waits for the JSON
+    /// log line announcing its port.
+    pub fn start(
+        program: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        log: &Path,
+    ) -> anyhow::Result<Self> {
         let file = File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
-        let mut cmd = Command::new(exe);
-        cmd.args(["--log-format", "json"])
-            .args(args)
+        let mut cmd = Command::new(program);
+        cmd.args(args)
             // The stats API answers the benchmark's token, and the secret
             // is the benchmark's (seeded instances must hash alike).
             .env("ANONSTATS_STATS_TOKEN", super::http::BENCH_TOKEN)
@@ -36,7 +40,9 @@ impl ServerProcess {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().context("cannot start a child process")?;
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {}", program.display()))?;
         let mut process = ServerProcess {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -119,13 +125,30 @@ impl Drop for ServerProcess {
     }
 }
 
-/// Whether `anonstats serve` has a flag (flags may be added by later
-/// versions; the benchmark only passes the ones this binary knows).
-pub fn serve_has_flag(flag: &str) -> bool {
-    let Ok(exe) = std::env::current_exe() else {
-        return false;
+/// The collector binary: `given`, or `anonstats` next to this binary (the
+/// same target directory, where `cargo build` puts both). Missing is an
+/// error: the benchmark measures a binary, it does not build one.
+pub fn collector(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let path = match given {
+        Some(p) => p.to_owned(),
+        None => {
+            let exe = std::env::current_exe().context("cannot find the anonstats-bench binary")?;
+            exe.with_file_name(format!("anonstats{}", std::env::consts::EXE_SUFFIX))
+        }
     };
-    Command::new(exe)
+    anyhow::ensure!(
+        path.is_file(),
+        "no collector binary at {}: build it first (`cargo build --release` builds the \
+         collector and the benchmark) or give --collector PATH",
+        path.display()
+    );
+    Ok(path)
+}
+
+/// Whether `anonstats serve` of `collector` has a flag (an older collector
+/// may lack some; the benchmark only passes the ones it knows).
+pub fn serve_has_flag(collector: &Path, flag: &str) -> bool {
+    Command::new(collector)
         .args(["serve", "--help"])
         .stdin(Stdio::null())
         .stderr(Stdio::null())

@@ -2,15 +2,15 @@
 //! v1 JSON body, validate it against the catalog, anonymise it. Everything a
 //! request costs before it reaches the writer, apart from HTTP.
 //!
-//! Run with `cargo bench --bench ingest_path`.
+//! Run with `cargo bench -p anonstats-bench --bench ingest_path`.
 
 use chrono::NaiveDate;
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
 use anonstats::anonymize::{anonymize, Pseudonymizer};
-use anonstats::bench::generator::LoadGenerator;
 use anonstats::catalog::Catalog;
 use anonstats::validation::parse_v1;
+use anonstats_bench::generator::LoadGenerator;
 
 fn bodies(n: usize) -> Vec<Vec<u8>> {
     let mut generator = LoadGenerator::new(1, 100_000, 3 * 365);

@@ -15,7 +15,7 @@ use rand::rngs::SmallRng;
 use rand::Rng;
 use uuid::Uuid;
 
-use crate::validation::{Event, Report, Source};
+use anonstats::validation::{Event, Report, Source};
 
 /// The product the built-in catalog describes.
 pub const PRODUCT: &str = "passbolt";
@@ -276,8 +276,8 @@ impl LoadGenerator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::Catalog;
-    use crate::validation::parse_v1;
+    use anonstats::catalog::Catalog;
+    use anonstats::validation::parse_v1;
 
     #[test]
     fn generated_reports_validate_to_the_same_report() {

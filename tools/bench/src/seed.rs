@@ -18,10 +18,10 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use super::generator::{instance_id, release, release_index, Sample};
-use crate::anonymize::{self, Pseudonymizer, Record};
-use crate::db::{self, DbConn};
-use crate::store;
-use crate::validation::Event;
+use anonstats::anonymize::{self, Pseudonymizer, Record};
+use anonstats::db::{self, DbConn};
+use anonstats::store;
+use anonstats::validation::Event;
 
 /// Instances written per transaction: large enough that reports of one day
 /// and key aggregate into one upsert, small enough to keep memory flat.
