@@ -1070,7 +1070,12 @@ mod tests {
             .expect("runtime");
         runtime.block_on(async {
             assert_eq!(ingest.submit(record).await, Ok(Outcome::Accepted));
-            assert_eq!(ingest.erase([1; 32]).await, Ok(()));
+            assert_eq!(
+                ingest
+                    .erase(crate::anonymize::InstanceHash::from_bytes([1; 32]))
+                    .await,
+                Ok(())
+            );
         });
         assert_eq!(ingest.state().queue_depth(), 0);
         assert_eq!(ingest.state().held(), 0);

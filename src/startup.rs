@@ -24,7 +24,6 @@ use crate::routes;
 use crate::secret;
 use crate::state::{AppState, IntakeState, OpsState, ReadState, StatsState};
 
-
 /// Connections of the writer's own pool: the writer, its sync thread and
 /// the SQLite checkpointer.
 const WRITER_CONNECTIONS: u32 = 3;

@@ -2,6 +2,9 @@
 //! test, the same bodies on SQLite and (when `ANONSTATS_TEST_POSTGRES_URL`
 //! is set) on PostgreSQL.
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
 mod helpers;
 
 mod abuse;

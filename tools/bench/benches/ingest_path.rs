@@ -4,6 +4,9 @@
 //!
 //! Run with `cargo bench -p anonstats-bench --bench ingest_path`.
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
 use chrono::NaiveDate;
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 

@@ -5,6 +5,9 @@
 //! The tool drives the `anonstats` binary of the same target directory;
 //! the tests build it first, as `cargo test` of this package alone does not.
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
