@@ -618,6 +618,20 @@ impl CollectorProcess {
         self.logs.lock().unwrap().clone()
     }
 
+    /// The logs once `ready` holds for them (lines reach the test through
+    /// a pipe and a reader thread, a little after the process wrote them),
+    /// or as they are after 10 s.
+    pub fn logs_when(&self, ready: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let logs = self.logs();
+            if ready(&logs) || Instant::now() >= deadline {
+                return logs;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends a signal and waits for the process to exit.
     pub fn signal_and_wait(&mut self, signal: &str) -> std::process::ExitStatus {
         Command::new("kill")
