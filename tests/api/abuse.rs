@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anonstats::ratelimit::RateLimit;
 
-use crate::helpers::*;
 use crate::on_both_backends;
+use crate::support::*;
 
 /// A complete HTTP/1.1 POST of a v1 report, with extra header lines.
 fn report_request(report: &serde_json::Value, extra_headers: &str) -> Vec<u8> {

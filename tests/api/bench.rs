@@ -6,7 +6,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::helpers::POSTGRES_ENV;
+use crate::support::POSTGRES_ENV;
 
 /// Every row the performance goals ask for, per backend.
 fn expected_rows(backend: &str) -> Vec<String> {
@@ -78,7 +78,7 @@ fn quick_bench_writes_every_row() {
     if let Some(url) = &postgres {
         cmd.args(["--postgres", url]);
     } else {
-        crate::helpers::skip_postgres("bench::quick_bench_writes_every_row (PostgreSQL phases)");
+        crate::support::skip_postgres("bench::quick_bench_writes_every_row (PostgreSQL phases)");
     }
 
     let output = cmd.output().expect("run anonstats bench");

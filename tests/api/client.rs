@@ -4,64 +4,13 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::helpers::*;
 use crate::on_both_backends;
-
-/// Runs the real binary with `args`, from a blocking thread so that an
-/// in-process collector keeps serving.
-pub async fn anonstats(args: &[&str]) -> Output {
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    actix_web::rt::task::spawn_blocking(move || anonstats_blocking(&args))
-        .await
-        .expect("join")
-}
-
-/// Runs the real binary with `args` and waits for it.
-pub fn anonstats_blocking(args: &[String]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_anonstats"))
-        .args(args)
-        .env_remove("ANONSTATS_CLIENT_CONFIG")
-        .env_remove("ANONSTATS_COLLECTOR")
-        .env("HOME", std::env::temp_dir())
-        .env(anonstats::clock::TODAY_ENV, test_today().to_string())
-        .stdin(Stdio::null())
-        .output()
-        .expect("run anonstats")
-}
-
-pub fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// A temporary directory with an opt-in file path inside it.
-pub struct ClientDir {
-    _dir: tempfile::TempDir,
-    pub config: PathBuf,
-}
-
-impl ClientDir {
-    pub fn new() -> ClientDir {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let config = dir.path().join("etc").join("client.json");
-        ClientDir { _dir: dir, config }
-    }
-
-    pub fn config(&self) -> &str {
-        self.config.to_str().unwrap()
-    }
-
-    /// The opt-in file as JSON.
-    pub fn read(&self) -> Value {
-        serde_json::from_str(&std::fs::read_to_string(&self.config).expect("opt-in file"))
-            .expect("JSON opt-in file")
-    }
-}
+use crate::support::*;
 
 /// The flags of the report used throughout these tests.
 const REPORT_FLAGS: &[&str] = &[

@@ -7,7 +7,7 @@ use anonstats::db;
 use anonstats::store::CommitSync;
 use diesel::connection::SimpleConnection;
 
-use crate::helpers::{scalar, skip_postgres, Backend, TestDb};
+use crate::support::{scalar, skip_postgres, Backend, TestDb};
 
 fn commit_sync_is_found_for(db: &TestDb) -> CommitSync {
     let mut conn = db.conn();

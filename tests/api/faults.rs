@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use serde_json::json;
 
-use crate::consistency::assert_aggregates_match_instances;
-use crate::helpers::*;
+use crate::support::oracle::assert_aggregates_match_instances;
+use crate::support::*;
 
 /// Instances the load generator's reports come from (so that updates
 /// replace snapshots, and collectors contend for the same rows).

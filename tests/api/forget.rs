@@ -4,10 +4,10 @@
 use anonstats::anonymize::Pseudonymizer;
 use serde_json::{json, Value};
 
-use crate::client::{anonstats, stderr, ClientDir};
-use crate::helpers::*;
 use crate::on_both_backends;
-use crate::stats_seed::*;
+use crate::support::seed::*;
+use crate::support::stats::*;
+use crate::support::*;
 
 /// POSTs an erasure request body.
 async fn erase(app: &TestApp, body: &Value) -> Reply {

@@ -3,8 +3,8 @@
 
 use serde_json::json;
 
-use crate::helpers::*;
 use crate::on_both_backends;
+use crate::support::*;
 
 /// Strings that must never be found in storage.
 const MARKERS: &[&str] = &[

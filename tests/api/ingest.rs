@@ -2,8 +2,8 @@
 
 use serde_json::json;
 
-use crate::helpers::*;
 use crate::on_both_backends;
+use crate::support::*;
 
 async fn accepted_report_is_counted_and_snapshotted(db: TestDb) {
     let app = spawn_app(db).await;

@@ -2,8 +2,8 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use crate::helpers::*;
 use crate::on_both_backends;
+use crate::support::*;
 
 const INSTANCE: &str = "0b6e2c0e-9d55-4a7e-8d2a-5b0e9c7f3a11";
 

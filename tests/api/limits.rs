@@ -4,8 +4,8 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use diesel::connection::SimpleConnection;
 
-use crate::helpers::*;
 use crate::on_both_backends;
+use crate::support::*;
 
 async fn post_raw(port: u16, request: Vec<u8>) -> String {
     actix_web::rt::task::spawn_blocking(move || {

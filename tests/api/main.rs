@@ -1,14 +1,13 @@
 //! Integration tests: the real collector on port 0, a fresh database per
 //! test, the same bodies on SQLite and (when `ANONSTATS_TEST_POSTGRES_URL`
-//! is set) on PostgreSQL.
+//! is set) on PostgreSQL. What the tests share is in [`support`].
 
-mod helpers;
+mod support;
 
 mod abuse;
 mod bench;
 mod client;
 mod consent;
-mod consistency;
 mod dashboard;
 mod docs_commands;
 mod durability;
@@ -33,6 +32,5 @@ mod simulate;
 mod stats;
 mod stats_consistency;
 mod stats_privacy;
-mod stats_seed;
 mod stats_windows;
 mod validation;

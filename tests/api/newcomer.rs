@@ -8,8 +8,8 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::helpers::TestDb;
 use crate::on_both_backends;
+use crate::support::TestDb;
 
 /// Longer than any check needs, shorter than the pool's 2 s connection
 /// timeout that a refused URL used to wait for.

@@ -12,9 +12,10 @@ use actix_web::http::Method;
 use diesel::connection::SimpleConnection;
 use serde_json::{json, Value};
 
-use crate::helpers::*;
 use crate::on_both_backends;
-use crate::stats_seed::{install, seed, times, update};
+use crate::support::release::publish_seeded;
+use crate::support::seed::{install, seed, times, update};
+use crate::support::*;
 
 /// The document as kept in the repository.
 const DOCUMENT: &str = include_str!("../../assets/openapi.json");
@@ -484,7 +485,7 @@ async fn document_lists_exactly_the_served_routes(db: TestDb) {
     let app = spawn_app(db).await;
     // The public release routes answer 404 until a release exists; the
     // document's example date is 2026-12-01.
-    crate::releases::publish_seeded(&app.db, day("2026-12-01"), 1);
+    publish_seeded(&app.db, day("2026-12-01"), 1);
     let (_, contract) = served_contract(&app).await;
 
     let documented = contract.operations();
@@ -659,7 +660,7 @@ async fn every_documented_status_is_reached_and_matches_its_schema(db: TestDb) {
     let latest = "/api/v1/public/releases/latest";
     let r = app.get_anonymous(latest).await;
     seen.add("get", latest, "none yet", r);
-    crate::releases::publish_seeded(&app.db, test_today(), 1);
+    publish_seeded(&app.db, test_today(), 1);
     let day = test_today().to_string();
     for (route, template) in [
         (

@@ -2,8 +2,8 @@
 
 use serde_json::json;
 
-use crate::helpers::*;
 use crate::on_both_backends;
+use crate::support::*;
 
 /// The value of one sample line (`name{labels} value`) of an exposition.
 pub fn sample(metrics: &str, series: &str) -> Option<f64> {

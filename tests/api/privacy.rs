@@ -10,8 +10,8 @@ use anonstats::catalog::Catalog;
 use anonstats::validation::is_valid_version;
 use serde_json::{json, Value};
 
-use crate::helpers::*;
 use crate::on_both_backends;
+use crate::support::*;
 
 const SOURCE: Ipv4Addr = Ipv4Addr::new(127, 83, 91, 27);
 const FORWARDED_FOR: &str = "198.51.100.23";

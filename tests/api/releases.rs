@@ -6,49 +6,20 @@
 
 use std::process::Command;
 
-use anonstats::catalog::Catalog;
-use anonstats::release::{self, Mechanism, ReleaseError, Settings, Stored};
+use anonstats::release::{self, ReleaseError, Stored};
 use chrono::{Duration, NaiveDate};
-use rand_dp::rngs::StdRng;
-use rand_dp::SeedableRng;
 use serde_json::Value;
 
-use crate::helpers::*;
 use crate::on_both_backends;
-use crate::stats_seed::{install, seed, times, RecordExt};
+use crate::support::browser::{chart_values, chromium, run_chromium};
+use crate::support::release::{publish_seeded, publish_with};
+use crate::support::seed::{install, seed, times, RecordExt};
+use crate::support::*;
 
 /// A budget large enough that sigma is about 1.6 (threshold 9) for the
 /// built-in catalog's 20 histograms at the weekly cadence: small seeded
 /// populations then show.
 const TEST_BUDGET: f64 = 200.0;
-
-fn settings(budget: f64) -> Settings {
-    Settings {
-        budget,
-        ..Settings::default()
-    }
-}
-
-/// Publishes the release of `date` with a seeded mechanism.
-pub fn publish_with(
-    db: &TestDb,
-    budget: f64,
-    date: NaiveDate,
-    seed: u64,
-) -> Result<Stored, ReleaseError> {
-    release::publish(
-        &mut db.conn(),
-        &Catalog::builtin(),
-        &settings(budget),
-        date,
-        &mut Mechanism::with_rng(StdRng::seed_from_u64(seed)),
-    )
-}
-
-/// Publishes the release of `date` at the default budget.
-pub fn publish_seeded(db: &TestDb, date: NaiveDate, seed: u64) -> Stored {
-    publish_with(db, release::DEFAULT_BUDGET, date, seed).expect("publish a release")
-}
 
 /// The population of the closeness tests: 100 installs, 60 on 4.10.1 and
 /// 40 on 4.9.0, half with MFA on, first seen over the last 20 days.
@@ -466,7 +437,7 @@ async fn serve_publishes_once_per_period(db: TestDb) {
 on_both_backends!(serve_publishes_once_per_period);
 
 async fn the_public_page_draws_the_latest_release(db: TestDb) {
-    let Some(browser) = crate::dashboard::chromium() else {
+    let Some(browser) = chromium() else {
         eprintln!("skipped public page browser test: Chromium not found (apt-get install chromium, or set CHROMIUM)");
         return;
     };
@@ -476,7 +447,7 @@ async fn the_public_page_draws_the_latest_release(db: TestDb) {
     let r = stored.release().unwrap();
     let url = format!("{}/public", app.address);
     let dom = actix_web::rt::task::spawn_blocking(move || {
-        crate::dashboard::run_chromium(&browser, &url, "UTC", &["--dump-dom"])
+        run_chromium(&browser, &url, "UTC", &["--dump-dom"])
     })
     .await
     .unwrap();
@@ -485,7 +456,7 @@ async fn the_public_page_draws_the_latest_release(db: TestDb) {
         dom.contains(r#"<pre id="errors" hidden="""#),
         "no script error: {dom}"
     );
-    let drawn = crate::dashboard::chart_values(&dom, "versions", "data-key");
+    let drawn = chart_values(&dom, "versions", "data-key");
     let expected: Vec<(String, String)> = r
         .versions
         .iter()

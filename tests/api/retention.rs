@@ -11,9 +11,9 @@ use anonstats::validation::parse_v1;
 use chrono::{Days, NaiveDate};
 use serde_json::json;
 
-use crate::consistency::assert_aggregates_match_instances;
-use crate::helpers::*;
 use crate::on_both_backends;
+use crate::support::oracle::assert_aggregates_match_instances;
+use crate::support::*;
 
 fn days_ago(n: u64) -> NaiveDate {
     test_today() - Days::new(n)

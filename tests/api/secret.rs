@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use anonstats::store;
 use serde_json::Value;
 
-use crate::helpers::*;
 use crate::on_both_backends;
+use crate::support::*;
 
 const SECRET_A: &str = "first-configured-secret-0123456789abcdef";
 const SECRET_B: &str = "second-configured-secret-0123456789abcdef";

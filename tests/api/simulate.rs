@@ -2,9 +2,8 @@
 
 use std::collections::HashMap;
 
-use crate::client::{anonstats, stderr};
-use crate::helpers::*;
 use crate::on_both_backends;
+use crate::support::*;
 
 /// The `name value` lines of the summary.
 fn summary(stdout: &[u8]) -> HashMap<String, i64> {

@@ -2,9 +2,10 @@
 
 use serde_json::{json, Value};
 
-use crate::helpers::*;
 use crate::on_both_backends;
-use crate::stats_seed::*;
+use crate::support::seed::*;
+use crate::support::stats::*;
+use crate::support::*;
 
 /// 12 instances on 4.10.1 (6 of them updated from 4.9.0 today), 6 on 4.9.0
 /// with PHP 8.3 and MFA off; users from 1 to 18.

@@ -3,8 +3,8 @@
 
 use serde_json::{json, Value};
 
-use crate::helpers::*;
 use crate::on_both_backends;
+use crate::support::*;
 
 /// A broken report and the (field, rule) the answer must name.
 struct Case {

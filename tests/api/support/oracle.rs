@@ -12,7 +12,7 @@ use anonstats::store::bucket_of;
 use chrono::NaiveDate;
 use diesel::prelude::*;
 
-use crate::helpers::TestDb;
+use super::TestDb;
 
 type Values = BTreeMap<(String, NaiveDate, String, String, String), i64>;
 type Counters = BTreeMap<(String, NaiveDate, String, i64), (i64, i64)>;
