@@ -1,14 +1,25 @@
-//! Fresh databases for the tests, and raw reads of everything they hold:
-//! a new SQLite file in a temporary directory, or a new PostgreSQL
-//! database, each migrated by whatever opens it first (the collector, a
-//! command).
+//! Fresh databases for the tests, and raw reads of everything they hold.
+//!
+//! A SQLite database is a new file in a temporary directory, migrated by
+//! whatever opens it first (the collector, a command). A PostgreSQL database
+//! is a copy (`CREATE DATABASE ... TEMPLATE`) of a template migrated once:
+//! the template is named after a hash of `migrations/postgres`, so that test
+//! processes running at the same time, even of checkouts whose migrations
+//! differ, share it when their migrations are the same and never touch it
+//! otherwise. It is built under an advisory lock, under a temporary name
+//! that is renamed once the migrations are applied, and kept on the server
+//! for the next run; it accepts no connections, so that nothing holds it
+//! while it is copied. (`ALTER DATABASE ... IS_TEMPLATE false` lets it be
+//! dropped.)
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 use anonstats::db::{DbConn, Manager};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
+use sha2::{Digest, Sha256};
 
 use super::{Backend, POSTGRES_ENV};
 
@@ -37,6 +48,85 @@ fn postgres_admin_url() -> Option<String> {
     })
 }
 
+fn execute(conn: &mut PgConnection, sql: &str) {
+    diesel::sql_query(sql)
+        .execute(conn)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+/// A hash of every file of the PostgreSQL migrations, names included.
+fn migrations_hash() -> String {
+    fn walk(dir: &Path, hasher: &mut Sha256) {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| e.unwrap().path())
+            .collect();
+        entries.sort();
+        for path in entries {
+            hasher.update(path.file_name().unwrap().as_encoded_bytes());
+            if path.is_dir() {
+                walk(&path, hasher);
+            } else {
+                hasher.update(std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    let mut hasher = Sha256::new();
+    walk(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/postgres"),
+        &mut hasher,
+    );
+    hex::encode(hasher.finalize())
+}
+
+/// The name of the migrated template database, built if the server does
+/// not have it yet; once per test process.
+fn template(admin_url: &str) -> &'static str {
+    static TEMPLATE: OnceLock<String> = OnceLock::new();
+    TEMPLATE.get_or_init(|| {
+        let name = format!("anonstats_template_{}", &migrations_hash()[..16]);
+        let mut admin = PgConnection::establish(admin_url).expect("connect to test PostgreSQL");
+        // One process at a time builds it; the others wait, then find it.
+        execute(&mut admin, "SELECT pg_advisory_lock(7305261)");
+        #[derive(QueryableByName)]
+        struct Found {
+            #[diesel(sql_type = BigInt)]
+            n: i64,
+        }
+        let found = diesel::sql_query(format!(
+            "SELECT COUNT(*) AS n FROM pg_database WHERE datname = '{name}'"
+        ))
+        .get_result::<Found>(&mut admin)
+        .expect("look for the template")
+        .n;
+        if found == 0 {
+            // A build that was interrupted left this behind.
+            let partial = format!("{name}_partial");
+            execute(
+                &mut admin,
+                &format!("DROP DATABASE IF EXISTS {partial} WITH (FORCE)"),
+            );
+            execute(&mut admin, &format!("CREATE DATABASE {partial}"));
+            {
+                let mut conn = Manager::new(&replace_database(admin_url, &partial))
+                    .establish()
+                    .expect("connect to the template");
+                anonstats::db::run_migrations(&mut conn).expect("migrate the template");
+            }
+            execute(
+                &mut admin,
+                &format!("ALTER DATABASE {partial} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false"),
+            );
+            execute(
+                &mut admin,
+                &format!("ALTER DATABASE {partial} RENAME TO {name}"),
+            );
+        }
+        execute(&mut admin, "SELECT pg_advisory_unlock(7305261)");
+        name
+    })
+}
+
 impl TestDb {
     /// A fresh database of `backend` (PostgreSQL must be configured).
     pub fn new(backend: Backend) -> TestDb {
@@ -56,14 +146,16 @@ impl TestDb {
         }
     }
 
-    /// A fresh PostgreSQL database, if a server is configured.
+    /// A fresh, migrated PostgreSQL database, if a server is configured.
     pub fn postgres() -> Option<TestDb> {
         let admin_url = postgres_admin_url()?;
+        let template = template(&admin_url);
         let name = format!("anonstats_test_{}", uuid::Uuid::new_v4().simple());
         let mut admin = PgConnection::establish(&admin_url).expect("connect to test PostgreSQL");
-        diesel::sql_query(format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .expect("create test database");
+        execute(
+            &mut admin,
+            &format!("CREATE DATABASE {name} TEMPLATE {template}"),
+        );
         let url = replace_database(&admin_url, &name);
         Some(TestDb {
             backend: Backend::Postgres,

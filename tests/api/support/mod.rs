@@ -1,7 +1,7 @@
 //! The test kit: everything the tests share, and nothing they assert.
 //!
-//! - [`db`]: fresh databases (a SQLite file, or a new PostgreSQL
-//!   database), what they hold.
+//! - [`db`]: fresh databases (a SQLite file, or a PostgreSQL database copied
+//!   from a template migrated once), raw reads for privacy checks.
 //! - [`oracle`]: the aggregates recomputed from the instance snapshots.
 //! - [`report`]: the sample v1 report.
 //! - [`app`]: a collector inside the test process and its HTTP client.
