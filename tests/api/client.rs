@@ -70,7 +70,7 @@ async fn without_opt_in_nothing_is_sent(db: TestDb) {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("not opted in"), "{}", stderr(&out));
     assert!(out.stdout.is_empty());
-    assert_eq!(app.db.reports("1 = 1"), 0);
+    assert_eq!(app.db.inspect().reports(), 0);
     assert!(
         !dir.config.exists(),
         "sending must not create the opt-in file"
@@ -109,8 +109,8 @@ async fn dry_run_prints_the_exact_report_and_sends_nothing(db: TestDb) {
             "features": {"mfa": true, "sso": false}
         })
     );
-    assert_eq!(app.db.reports("1 = 1"), 0, "a dry run sends nothing");
-    assert_eq!(app.db.count("instances"), 0);
+    assert_eq!(app.db.inspect().reports(), 0, "a dry run sends nothing");
+    assert_eq!(app.db.inspect().instances().len(), 0);
 }
 on_both_backends!(dry_run_prints_the_exact_report_and_sends_nothing);
 
@@ -128,28 +128,19 @@ async fn opted_in_report_is_stored(db: TestDb) {
 
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("accepted"), "{}", stderr(&out));
-    let db = &app.db;
+    let stored = app.db.inspect();
     assert_eq!(
-        db.reports("event = 'update' AND version = '4.10.1' AND previous_version = '4.9.0' AND edition = 'pro'"),
+        stored.events().reports_where(|e| e.event == "update"
+            && e.version == "4.10.1"
+            && e.previous_version == "4.9.0"
+            && e.edition == "pro"),
         1
     );
-    assert_eq!(db.count("instances"), 1);
-    let mut conn = db.conn();
-    assert_eq!(
-        scalar(&mut conn, "SELECT instances AS n FROM instance_values WHERE kind = 'attribute' AND name = 'db_engine' AND value = 'postgresql'"),
-        1
-    );
-    assert_eq!(
-        scalar(
-            &mut conn,
-            "SELECT total AS n FROM instance_counters WHERE counter = 'resources'"
-        ),
-        300
-    );
-    assert_eq!(
-        scalar(&mut conn, "SELECT instances AS n FROM instance_values WHERE kind = 'feature' AND name = 'mfa' AND value = 'true'"),
-        1
-    );
+    assert_eq!(stored.instances().len(), 1);
+    let values = stored.values();
+    assert_eq!(values.attribute("db_engine", "postgresql"), 1);
+    assert_eq!(stored.counters().total("resources"), 300);
+    assert_eq!(values.feature("mfa", true), 1);
 }
 on_both_backends!(opted_in_report_is_stored);
 

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use serde_json::json;
 
+use crate::support::inspect::Inspect;
 use crate::support::oracle::assert_aggregates_match_instances;
 use crate::support::*;
 
@@ -206,9 +207,9 @@ fn acked_per_event(ledger: &Ledger) -> BTreeMap<&'static str, i64> {
 /// Every acknowledged report is stored: per event, stored >= acknowledged
 /// (reports stored whose answer was lost are still pending).
 fn assert_acked_are_stored(db: &TestDb, ledger: &Ledger, context: &str) {
-    let today = test_today();
+    let today = db.inspect().events_on(test_today());
     for (event, acked) in acked_per_event(ledger) {
-        let stored = db.reports(&format!("event = '{event}' AND day = '{today}'"));
+        let stored = today.reports_where(|e| e.event == event);
         assert!(
             stored >= acked,
             "{context}: {acked} {event} reports acknowledged, {stored} stored"
@@ -235,14 +236,15 @@ fn settle_and_assert_exact(db: &TestDb, port: u16, ledger: &mut Ledger) {
         ledger.acked.len(),
         "each report acknowledged once"
     );
+    let events = db.inspect().events();
     for (event, acked) in acked_per_event(ledger) {
         assert_eq!(
-            db.reports(&format!("event = '{event}'")),
+            events.reports_where(|e| e.event == event),
             acked,
             "{event}: stored counts equal acknowledged reports, none lost or doubled"
         );
     }
-    assert_eq!(db.count("seen_reports") as usize, distinct.len());
+    assert_eq!(db.inspect().seen_reports().len(), distinct.len());
     assert_aggregates_match_instances(db);
 }
 
@@ -631,10 +633,7 @@ fn full_disk_gets_5xx_without_corruption_and_recovers() {
         .get_result(&mut conn)
         .unwrap();
     assert_eq!(check.integrity_check, "ok");
-    let stored = scalar(
-        &mut conn,
-        "SELECT CAST(COALESCE(SUM(reports), 0) AS BIGINT) AS n FROM daily_events",
-    );
+    let stored = Inspect::at(&url).reports();
     println!("full disk: {acked} acknowledged, {refused} refused, {stored} stored");
     assert_eq!(
         stored, acked,
@@ -668,7 +667,7 @@ fn two_collectors_on_one_postgres_keep_exact_totals() {
     );
     assert!(l.acked.len() >= 100);
     settle_and_assert_exact(&db, second.port, &mut l);
-    assert_eq!(db.count("instances"), ids.len() as i64);
+    assert_eq!(db.inspect().instances().len(), ids.len());
     for c in [&first, &second] {
         let logs = c.logs();
         assert!(!logs.contains("batch not stored"), "a batch failed: {logs}");
@@ -708,7 +707,11 @@ fn an_in_flight_report_is_answered_on(db: TestDb, signal: &str) {
         "SIG{signal}: {answer:?}"
     );
     assert!(status.success(), "SIG{signal}: clean exit {status:?}");
-    assert_eq!(db.reports("1 = 1"), 1, "SIG{signal}: the report is stored");
+    assert_eq!(
+        db.inspect().reports(),
+        1,
+        "SIG{signal}: the report is stored"
+    );
     assert!(collector.logs().contains("anonstats collector stopped"));
 }
 

@@ -85,42 +85,40 @@ async fn prune_deletes_old_snapshots_and_their_aggregates_but_keeps_event_counts
             (recent.clone(), days_ago(10)),
         ],
     );
-    let events_before = db.reports("1 = 1");
-    assert_eq!(db.count("instances"), 3);
+    let events_before = db.inspect().reports();
+    assert_eq!(db.inspect().instances().len(), 3);
 
     let summary = run_prune(&db, &[]);
 
     assert!(summary.contains("pruned 2 instances"), "{summary}");
     assert_eq!(
-        db.count("instances"),
+        db.inspect().instances().len(),
         1,
         "only the instance seen 10 days ago stays"
     );
-    assert_eq!(db.reports("1 = 1"), events_before, "event counts are kept");
-    assert_aggregates_match_instances(&db);
-    let mut conn = db.conn();
     assert_eq!(
-        scalar(
-            &mut conn,
-            "SELECT COUNT(*) AS n FROM instance_values WHERE instances = 0"
-        ),
+        db.inspect().reports(),
+        events_before,
+        "event counts are kept"
+    );
+    assert_aggregates_match_instances(&db);
+    let stored = db.inspect();
+    assert_eq!(
+        stored.values().iter().filter(|v| v.instances == 0).count(),
         0,
         "rows that reached zero are deleted"
     );
-    assert_eq!(
-        scalar(&mut conn, "SELECT CAST(COALESCE(SUM(total), 0) AS BIGINT) AS n FROM instance_counters WHERE counter = 'users'"),
-        42
-    );
+    assert_eq!(stored.counters().total("users"), 42);
     // The two reports 401 and 500 days old had their dedupe keys deleted
     // (default window 30 days); the recent one is still a duplicate.
-    assert_eq!(db.count("seen_reports"), 1);
+    assert_eq!(db.inspect().seen_reports().len(), 1);
     // A pruned instance that reports again is counted as new.
     let app = spawn_app(db).await;
     let mut back = sample_report();
     back["instance_id"] = stale["instance_id"].clone();
     assert_eq!(app.post_report(&back).await.status, 202);
     assert_eq!(app.post_report(&recent).await.status, 200);
-    assert_eq!(app.db.count("instances"), 2);
+    assert_eq!(app.db.inspect().instances().len(), 2);
     assert_aggregates_match_instances(&app.db);
 }
 on_both_backends!(prune_deletes_old_snapshots_and_their_aggregates_but_keeps_event_counts);
@@ -139,12 +137,12 @@ async fn prune_goes_through_more_instances_than_one_chunk(db: TestDb) {
         })
         .collect();
     store_reports_in_batches(&db, &reports, 500);
-    assert_eq!(db.count("instances"), 2300);
+    assert_eq!(db.inspect().instances().len(), 2300);
 
     let summary = run_prune(&db, &[]);
 
     assert!(summary.contains("pruned 1150 instances"), "{summary}");
-    assert_eq!(db.count("instances"), 1150);
+    assert_eq!(db.inspect().instances().len(), 1150);
     assert_aggregates_match_instances(&db);
 }
 on_both_backends!(prune_goes_through_more_instances_than_one_chunk);
@@ -165,8 +163,8 @@ async fn prune_honours_its_flags(db: TestDb) {
         summary.contains("pruned 2 instances, 2 dedupe keys"),
         "{summary}"
     );
-    assert_eq!(db.count("instances"), 1);
-    assert_eq!(db.count("seen_reports"), 1);
+    assert_eq!(db.inspect().instances().len(), 1);
+    assert_eq!(db.inspect().seen_reports().len(), 1);
     assert_aggregates_match_instances(&db);
     let refused = Command::new(env!("CARGO_BIN_EXE_anonstats"))
         .args(["prune", "--database", &db.url, "--dedupe-days", "3"])
@@ -190,7 +188,7 @@ async fn serve_prunes_periodically(db: TestDb) {
     let collector = CollectorProcess::start(&db, &["--retain-days", "30"], &[]);
 
     let deadline = Instant::now() + Duration::from_secs(20);
-    while db.count("instances") != 1 {
+    while db.inspect().instances().len() != 1 {
         assert!(
             Instant::now() < deadline,
             "no retention run: {}",
@@ -209,7 +207,7 @@ async fn serve_prunes_periodically(db: TestDb) {
         &[],
     );
     collector.signal_and_wait("TERM");
-    assert_eq!(db.count("instances"), 2);
+    assert_eq!(db.inspect().instances().len(), 2);
     assert!(!collector.logs().contains("retention run finished"));
 }
 on_both_backends!(serve_prunes_periodically);

@@ -183,22 +183,6 @@ impl TestDb {
         (self.backend == Backend::Sqlite).then(|| PathBuf::from(&self.url))
     }
 
-    /// Number of rows of a table.
-    pub fn count(&self, table: &str) -> i64 {
-        scalar(
-            &mut self.conn(),
-            &format!("SELECT COUNT(*) AS n FROM {table}"),
-        )
-    }
-
-    /// Sum of reports in daily_events matching a SQL condition.
-    pub fn reports(&self, condition: &str) -> i64 {
-        scalar(
-            &mut self.conn(),
-            &format!("SELECT CAST(COALESCE(SUM(reports), 0) AS BIGINT) AS n FROM daily_events WHERE {condition}"),
-        )
-    }
-
     /// Every stored text value of every user table, with its table and
     /// column, for privacy checks.
     pub fn all_text(&self) -> Vec<(String, String, String)> {

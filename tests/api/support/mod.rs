@@ -2,6 +2,9 @@
 //!
 //! - [`db`]: fresh databases (a SQLite file, or a PostgreSQL database copied
 //!   from a template migrated once), raw reads for privacy checks.
+//! - [`inspect`]: typed reads of what the collector stored
+//!   (`db.inspect().events()`, `.instances()`, `.values()`, ...), the same
+//!   on both backends.
 //! - [`oracle`]: the aggregates recomputed from the instance snapshots.
 //! - [`report`]: the sample v1 report.
 //! - [`app`]: a collector inside the test process and its HTTP client.
@@ -21,6 +24,7 @@ use std::io::Write;
 pub mod app;
 pub mod browser;
 pub mod db;
+pub mod inspect;
 pub mod oracle;
 pub mod process;
 pub mod release;
