@@ -178,11 +178,7 @@ on_both_backends!(rate_limited_addresses_are_never_logged_or_stored);
 async fn instance_gets_a_daily_allowance(db: TestDb) {
     let app = spawn_app_with(db, |c| c.limits.instance_daily_limit = 2).await;
     let first = sample_report();
-    let same_instance = || {
-        let mut r = sample_report();
-        r["instance_id"] = first["instance_id"].clone();
-        r
-    };
+    let same_instance = || ReportBuilder::new().instance_of(&first).build();
     assert_eq!(app.post_report(&first).await.status, 202);
     // A duplicate is not counted, so it does not use up the allowance.
     assert_eq!(app.post_report(&first).await.status, 200);
@@ -199,8 +195,7 @@ async fn instance_gets_a_daily_allowance(db: TestDb) {
     assert!(retry <= 86_400, "retry at the next UTC day at the latest");
     // Other instances and reports without instance are not affected.
     assert_eq!(app.post_report(&sample_report()).await.status, 202);
-    let mut anonymous = sample_report();
-    anonymous.as_object_mut().unwrap().remove("instance_id");
+    let anonymous = ReportBuilder::new().anonymous().build();
     assert_eq!(app.post_report(&anonymous).await.status, 202);
     assert_eq!(app.db.inspect().reports(), 4);
 }

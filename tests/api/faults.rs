@@ -12,7 +12,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use serde_json::json;
 
 use crate::support::inspect::Inspect;
 use crate::support::oracle::assert_aggregates_match_instances;
@@ -34,19 +33,17 @@ struct Pending {
 
 fn new_report(instance_ids: &[String]) -> Pending {
     let mut rng = rand::rng();
-    let mut r = sample_report();
-    let report_id = r["report_id"].as_str().unwrap().to_owned();
-    r["instance_id"] = json!(instance_ids[rng.random_range(0..instance_ids.len())]);
-    r["counters"]["users"] = json!(rng.random_range(0..5000));
-    let event = if rng.random_bool(0.5) {
-        r["event"] = json!("install");
-        r.as_object_mut().unwrap().remove("previous_version");
-        "install"
+    let r = ReportBuilder::new()
+        .instance(&instance_ids[rng.random_range(0..instance_ids.len())])
+        .counter("users", rng.random_range(0..5000));
+    let (r, event) = if rng.random_bool(0.5) {
+        (r.install(), "install")
     } else {
-        "update"
+        (r, "update")
     };
+    let r = r.build();
     Pending {
-        report_id,
+        report_id: r["report_id"].as_str().unwrap().to_owned(),
         event,
         body: r.to_string(),
     }

@@ -38,20 +38,15 @@ async fn counts_accumulate_per_day_and_key(db: TestDb) {
         ("update", "4.10.1", Some("4.9.0")),
         ("update", "4.10.1", Some("4.8.0")),
     ] {
-        let mut r = sample_report();
-        r["event"] = json!(event);
-        r["version"] = json!(version);
-        match previous {
-            Some(p) => r["previous_version"] = json!(p),
-            None => {
-                r.as_object_mut().unwrap().remove("previous_version");
-            }
-        }
-        assert_eq!(app.post_report(&r).await.status, 202);
+        let r = ReportBuilder::new().event(event).version(version);
+        let r = match previous {
+            Some(p) => r.previous_version(p),
+            None => r.without("previous_version"),
+        };
+        assert_eq!(app.post_report(&r.build()).await.status, 202);
     }
     // A report without instance_id counts as an event only.
-    let mut anonymous = sample_report();
-    anonymous.as_object_mut().unwrap().remove("instance_id");
+    let anonymous = ReportBuilder::new().anonymous().build();
     assert_eq!(app.post_report(&anonymous).await.status, 202);
 
     let stored = app.db.inspect();
@@ -77,17 +72,18 @@ on_both_backends!(counts_accumulate_per_day_and_key);
 
 async fn update_replaces_the_instance_snapshot(db: TestDb) {
     let app = spawn_app(db).await;
-    let mut install = sample_report();
-    install["event"] = json!("install");
-    install["version"] = json!("4.9.0");
-    install.as_object_mut().unwrap().remove("previous_version");
-    install["counters"]["users"] = json!(10);
-    install["attributes"]["php_version"] = json!("8.1");
+    let install = ReportBuilder::new()
+        .install()
+        .version("4.9.0")
+        .counter("users", 10)
+        .attribute("php_version", "8.1")
+        .build();
     assert_eq!(app.post_report(&install).await.status, 202);
 
-    let mut update = sample_report();
-    update["instance_id"] = install["instance_id"].clone();
-    update["counters"]["users"] = json!(12);
+    let update = ReportBuilder::new()
+        .instance_of(&install)
+        .counter("users", 12)
+        .build();
     assert_eq!(app.post_report(&update).await.status, 202);
 
     let stored = app.db.inspect();
@@ -115,8 +111,9 @@ async fn retried_report_is_never_counted_twice(db: TestDb) {
     let first = app.post_report(&report).await;
     let second = app.post_report(&report).await;
     // Same report_id with another body is still the same report.
-    let mut changed = report.clone();
-    changed["counters"]["users"] = json!(43);
+    let changed = ReportBuilder::from(report.clone())
+        .counter("users", 43)
+        .build();
     let third = app.post_report(&changed).await;
 
     assert_eq!(first.status, 202);
@@ -155,11 +152,12 @@ on_both_backends!(many_concurrent_reports_are_all_stored);
 
 async fn unknown_nested_keys_are_ignored_and_values_outside_catalog_become_other(db: TestDb) {
     let app = spawn_app(db).await;
-    let mut report = sample_report();
-    report["attributes"]["os_family"] = json!("Plan 9 from Bell Labs, host db1.example.com");
-    report["attributes"]["colour"] = json!("blue");
-    report["counters"]["printers"] = json!(3);
-    report["features"]["telepathy"] = json!(true);
+    let report = ReportBuilder::new()
+        .attribute("os_family", "Plan 9 from Bell Labs, host db1.example.com")
+        .attribute("colour", "blue")
+        .counter("printers", 3)
+        .feature("telepathy", true)
+        .build();
 
     let reply = app.post_report(&report).await;
 
@@ -202,10 +200,11 @@ async fn collectors_sharing_a_database_share_the_secret(db: TestDb) {
     let TestApp { db, .. } = first;
     assert_eq!(db.url, url);
     let second = spawn_app(db).await;
-    let mut update = sample_report();
-    update["instance_id"] = report["instance_id"].clone();
-    update["version"] = json!("4.11.0");
-    update["previous_version"] = json!("4.10.1");
+    let update = ReportBuilder::new()
+        .instance_of(&report)
+        .version("4.11.0")
+        .previous_version("4.10.1")
+        .build();
     assert_eq!(second.post_report(&update).await.status, 202);
 
     assert_eq!(second.db.inspect().instances().len(), 1);

@@ -589,8 +589,7 @@ async fn every_documented_status_is_reached_and_matches_its_schema(db: TestDb) {
     seen.add("post", "/api/v1/reports", "new report", r);
     let r = app.post_report(&report).await;
     seen.add("post", "/api/v1/reports", "same report_id", r);
-    let mut unknown_keys = sample_report();
-    unknown_keys["attributes"]["colour"] = json!("blue");
+    let unknown_keys = ReportBuilder::new().attribute("colour", "blue").build();
     let r = app.post_report(&unknown_keys).await;
     seen.add("post", "/api/v1/reports", "unknown attribute", r);
     let r = app
@@ -882,8 +881,7 @@ async fn every_documented_status_is_reached_and_matches_its_schema(db: TestDb) {
     )
     .await;
     seen.add("post", "/statistics/install.json", "rate limited", r);
-    let mut same_instance = sample_report();
-    same_instance["instance_id"] = first["instance_id"].clone();
+    let same_instance = ReportBuilder::new().instance_of(&first).build();
     let body = same_instance.to_string();
     let r = raw(
         &app,
@@ -1123,15 +1121,15 @@ async fn request_schemas_agree_with_the_server(db: TestDb) {
     let (_, contract) = served_contract(&app).await;
     let v1 = "#/paths/~1api~1v1~1reports/post/requestBody/content/application~1json/schema";
     let with = |changes: Value| {
-        let mut r = sample_report();
+        let mut r = ReportBuilder::new();
         for (k, v) in changes.as_object().unwrap() {
-            if v == "<remove>" {
-                r.as_object_mut().unwrap().remove(k);
+            r = if v == "<remove>" {
+                r.without(k)
             } else {
-                r[k] = v.clone();
-            }
+                r.field(k, v.clone())
+            };
         }
-        r
+        r.build()
     };
     let install = json!({"event": "install", "previous_version": "<remove>"});
     let cases = [

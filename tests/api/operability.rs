@@ -1,7 +1,5 @@
 //! `GET /metrics` and readiness.
 
-use serde_json::json;
-
 use crate::on_both_backends;
 use crate::support::*;
 
@@ -19,9 +17,10 @@ async fn metrics_count_outcomes_with_fixed_labels_only(db: TestDb) {
     let instance_id = report["instance_id"].as_str().unwrap().to_owned();
     assert_eq!(app.post_report(&report).await.status, 202);
     assert_eq!(app.post_report(&report).await.status, 200);
-    let mut bad = sample_report();
-    bad["colour"] = json!("blue");
-    bad["counters"]["users"] = json!(-1);
+    let bad = ReportBuilder::new()
+        .field("colour", "blue")
+        .counter("users", -1)
+        .build();
     assert_eq!(app.post_report(&bad).await.status, 400);
     assert_eq!(
         app.post("/api/v1/reports", "text/plain", b"{}".to_vec())

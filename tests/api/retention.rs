@@ -9,7 +9,6 @@ use anonstats::startup::prepare_database;
 use anonstats::store;
 use anonstats::validation::parse_v1;
 use chrono::{Days, NaiveDate};
-use serde_json::json;
 
 use crate::on_both_backends;
 use crate::support::oracle::assert_aggregates_match_instances;
@@ -53,9 +52,7 @@ fn store_reports_in_batches(db: &TestDb, reports: &[(serde_json::Value, NaiveDat
 }
 
 fn instance_report(users: i64) -> serde_json::Value {
-    let mut r = sample_report();
-    r["counters"]["users"] = json!(users);
-    r
+    ReportBuilder::new().counter("users", users).build()
 }
 
 fn run_prune(db: &TestDb, args: &[&str]) -> String {
@@ -114,8 +111,7 @@ async fn prune_deletes_old_snapshots_and_their_aggregates_but_keeps_event_counts
     assert_eq!(db.inspect().seen_reports().len(), 1);
     // A pruned instance that reports again is counted as new.
     let app = spawn_app(db).await;
-    let mut back = sample_report();
-    back["instance_id"] = stale["instance_id"].clone();
+    let back = ReportBuilder::new().instance_of(&stale).build();
     assert_eq!(app.post_report(&back).await.status, 202);
     assert_eq!(app.post_report(&recent).await.status, 200);
     assert_eq!(app.db.inspect().instances().len(), 2);

@@ -101,10 +101,11 @@ async fn collect(db: TestDb, secret: Option<&str>) -> TestDb {
     let secret = secret.map(str::to_owned);
     let app = spawn_app_with(db, move |c| c.secret = secret).await;
     let first = sample_report();
-    let mut second = sample_report();
-    second["instance_id"] = first["instance_id"].clone();
-    second["previous_version"] = first["version"].clone();
-    second["version"] = Value::from("4.11.0");
+    let second = ReportBuilder::new()
+        .instance_of(&first)
+        .previous_version(first["version"].as_str().unwrap())
+        .version("4.11.0")
+        .build();
     assert_eq!(app.post_report(&first).await.status, 202);
     assert_eq!(app.post_report(&second).await.status, 202);
     app.stop().await;

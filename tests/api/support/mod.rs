@@ -6,7 +6,7 @@
 //!   (`db.inspect().events()`, `.instances()`, `.values()`, ...), the same
 //!   on both backends.
 //! - [`oracle`]: the aggregates recomputed from the instance snapshots.
-//! - [`report`]: the sample v1 report.
+//! - [`report`]: [`ReportBuilder`], v1 reports without editing JSON by hand.
 //! - [`app`]: a collector inside the test process and its HTTP client.
 //! - [`process`]: the real binary, as a collector process or as a command.
 //! - [`seed`]: records stored through the real write path, on days of the
