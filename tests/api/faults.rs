@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -15,6 +15,7 @@ use rand::Rng;
 
 use crate::support::inspect::Inspect;
 use crate::support::oracle::assert_aggregates_match_instances;
+use crate::support::outage::{Relay, SmallDisk};
 use crate::support::*;
 
 /// Instances the load generator's reports come from (so that updates
@@ -323,74 +324,6 @@ fn sigterm_under_load_commits_everything_accepted_postgres() {
     }
 }
 
-/// A TCP relay between the collector and PostgreSQL that can cut every
-/// connection and refuse new ones, without touching the shared server.
-struct Relay {
-    port: u16,
-    cut: Arc<AtomicBool>,
-    open: Arc<Mutex<Vec<TcpStream>>>,
-}
-
-impl Relay {
-    fn start(upstream: String) -> Relay {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let cut = Arc::new(AtomicBool::new(false));
-        let open: Arc<Mutex<Vec<TcpStream>>> = Arc::new(Mutex::new(Vec::new()));
-        let (c, o) = (cut.clone(), open.clone());
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { continue };
-                if c.load(Ordering::SeqCst) {
-                    drop(client);
-                    continue;
-                }
-                let Ok(server) = TcpStream::connect(&upstream) else {
-                    continue;
-                };
-                {
-                    let mut open = o.lock().unwrap();
-                    open.push(client.try_clone().unwrap());
-                    open.push(server.try_clone().unwrap());
-                }
-                for (mut from, mut to) in [
-                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                    (server, client),
-                ] {
-                    std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
-                        let _ = to.shutdown(Shutdown::Both);
-                    });
-                }
-            }
-        });
-        Relay { port, cut, open }
-    }
-
-    fn cut(&self) {
-        self.cut.store(true, Ordering::SeqCst);
-        for s in self.open.lock().unwrap().drain(..) {
-            let _ = s.shutdown(Shutdown::Both);
-        }
-    }
-
-    fn restore(&self) {
-        self.cut.store(false, Ordering::SeqCst);
-    }
-}
-
-/// `host:port` of a PostgreSQL URL.
-fn authority(url: &str) -> String {
-    let rest = url.split_once("://").unwrap().1;
-    let host_port = rest.split(['/', '?']).next().unwrap();
-    let host_port = host_port.rsplit_once('@').map_or(host_port, |(_, h)| h);
-    if host_port.contains(':') {
-        host_port.to_owned()
-    } else {
-        format!("{host_port}:5432")
-    }
-}
-
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -427,13 +360,8 @@ fn postgres_outage_gets_fast_503s_and_recovers_without_restart() {
     };
     // Create the schema directly, then run the collector through the relay.
     drop(anonstats::startup::prepare_database(&db.url, 1).unwrap());
-    let upstream = authority(&db.url);
-    let relay = Relay::start(upstream.clone());
-    let relayed_url = db
-        .url
-        .replacen(&upstream, &format!("127.0.0.1:{}", relay.port), 1);
-    assert_ne!(relayed_url, db.url);
-    let mut collector = CollectorProcess::start_url(&relayed_url, &[], &[]);
+    let relay = Relay::in_front_of(&db);
+    let mut collector = CollectorProcess::start_url(&relay.url, &[], &[]);
     let port = collector.port;
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let load = Load::start(vec![port], instance_ids(), ledger.clone());
@@ -523,45 +451,13 @@ fn postgres_outage_gets_fast_503s_and_recovers_without_restart() {
     collector.signal_and_wait("TERM");
 }
 
-/// A small tmpfs, unmounted when dropped.
-struct SmallDisk {
-    dir: tempfile::TempDir,
-}
-
-impl SmallDisk {
-    fn mount(bytes: u64) -> Option<SmallDisk> {
-        let dir = tempfile::tempdir().ok()?;
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
-            .arg(dir.path())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then_some(SmallDisk { dir })
-    }
-
-    fn fill(&self) -> std::path::PathBuf {
-        let path = self.dir.path().join("filler");
-        let mut f = std::fs::File::create(&path).unwrap();
-        let chunk = vec![0u8; 4096];
-        while f.write_all(&chunk).is_ok() {}
-        let _ = f.sync_all();
-        path
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
 #[test]
 fn full_disk_gets_5xx_without_corruption_and_recovers() {
     let Some(disk) = SmallDisk::mount(4 * 1024 * 1024) else {
-        println!("skipped faults::full_disk_gets_5xx_without_corruption_and_recovers: mounting a tmpfs is not permitted here");
+        println!(
+            "skipped {}::full_disk_gets_5xx_without_corruption_and_recovers: mounting a tmpfs is not permitted here",
+            module_path!()
+        );
         return;
     };
     let url = disk.dir.path().join("anonstats.db");

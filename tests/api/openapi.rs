@@ -523,48 +523,6 @@ async fn document_lists_exactly_the_served_routes(db: TestDb) {
 }
 on_both_backends!(document_lists_exactly_the_served_routes);
 
-/// Takes the database away from a running collector: SQLite is locked by
-/// another connection, a PostgreSQL database is renamed. Returns the
-/// connection that undoes it.
-fn take_database_away(db: &TestDb) -> anonstats::db::DbConn {
-    match db.backend {
-        Backend::Sqlite => {
-            let mut blocker = db.conn();
-            blocker.batch_execute("BEGIN EXCLUSIVE").unwrap();
-            blocker
-        }
-        Backend::Postgres => {
-            let name = db.database_name().to_owned();
-            let admin = std::env::var(POSTGRES_ENV).unwrap();
-            let mut admin = anonstats::db::Manager::new(&admin).establish().unwrap();
-            // The collector may reconnect between the two statements.
-            for attempt in 1.. {
-                let renamed = admin.batch_execute(&format!(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'; ALTER DATABASE {name} RENAME TO {name}_gone"
-                ));
-                match renamed {
-                    Ok(()) => break,
-                    Err(e) if attempt >= 10 => panic!("cannot take {name} away: {e}"),
-                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
-                }
-            }
-            admin
-        }
-    }
-}
-
-fn bring_database_back(db: &TestDb, mut blocker: anonstats::db::DbConn) {
-    match db.backend {
-        Backend::Sqlite => blocker.batch_execute("ROLLBACK").unwrap(),
-        Backend::Postgres => {
-            let name = db.database_name().to_owned();
-            blocker
-                .batch_execute(&format!("ALTER DATABASE {name}_gone RENAME TO {name}"))
-                .unwrap();
-        }
-    }
-}
-
 /// Drives the real collector into every documented status of every route
 /// and checks each answer against the document.
 async fn every_documented_status_is_reached_and_matches_its_schema(db: TestDb) {
@@ -1068,7 +1026,7 @@ async fn every_documented_status_is_reached_and_matches_its_schema(db: TestDb) {
 
     // The database goes away while reports come in.
     let app = spawn_app_with(TestDb::new(backend), |c| c.writer.queue_capacity = 2).await;
-    let blocker = take_database_away(&app.db);
+    let outage = app.db.take_away();
     let reports: Vec<Value> = (0..8).map(|_| sample_report()).collect();
     let replies = futures_util::future::join_all(reports.iter().map(|r| app.post_report(r))).await;
     for r in replies {
@@ -1080,7 +1038,7 @@ async fn every_documented_status_is_reached_and_matches_its_schema(db: TestDb) {
     seen.add("post", "/statistics/install.json", "database away", r);
     let r = app.get("/readyz").await;
     seen.add("get", "/readyz", "database away", r);
-    bring_database_back(&app.db, blocker);
+    outage.bring_back();
     app.stop().await;
 
     // Every answer matches the document...

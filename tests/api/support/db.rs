@@ -171,6 +171,12 @@ impl TestDb {
         &self.name
     }
 
+    /// The URL of the PostgreSQL server's maintenance database (`None` on
+    /// SQLite), for what must be done from outside the test database.
+    pub fn admin_url(&self) -> Option<&str> {
+        self.admin_url.as_deref()
+    }
+
     /// A direct connection for inspecting what was stored.
     pub fn conn(&self) -> DbConn {
         Manager::new(&self.url)

@@ -6,6 +6,8 @@
 //!   (`db.inspect().events()`, `.instances()`, `.values()`, ...), the same
 //!   on both backends.
 //! - [`oracle`]: the aggregates recomputed from the instance snapshots.
+//! - [`outage`]: taking the database away from a collector and bringing it
+//!   back, a relay that cuts PostgreSQL connections, a disk that fills up.
 //! - [`report`]: [`ReportBuilder`], v1 reports without editing JSON by hand.
 //! - [`app`]: a collector inside the test process and its HTTP client.
 //! - [`process`]: the real binary, as a collector process or as a command.
@@ -26,6 +28,7 @@ pub mod browser;
 pub mod db;
 pub mod inspect;
 pub mod oracle;
+pub mod outage;
 pub mod process;
 pub mod release;
 pub mod report;
