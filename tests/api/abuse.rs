@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anonstats::ratelimit::RateLimit;
 
-use crate::on_both_backends;
 use crate::support::*;
+use crate::{on_both_backends, on_both_backends_sync};
 
 /// A complete HTTP/1.1 POST of a v1 report, with extra header lines.
 fn report_request(report: &serde_json::Value, extra_headers: &str) -> Vec<u8> {
@@ -126,7 +126,7 @@ async fn trusted_proxy_headers_name_the_source(db: TestDb) {
 }
 on_both_backends!(trusted_proxy_headers_name_the_source);
 
-async fn rate_limited_addresses_are_never_logged_or_stored(db: TestDb) {
+fn rate_limited_addresses_are_never_logged_or_stored(db: TestDb) {
     let mut collector = CollectorProcess::start(
         &db,
         &[
@@ -173,7 +173,7 @@ async fn rate_limited_addresses_are_never_logged_or_stored(db: TestDb) {
         "the refusal is in the access log"
     );
 }
-on_both_backends!(rate_limited_addresses_are_never_logged_or_stored);
+on_both_backends_sync!(rate_limited_addresses_are_never_logged_or_stored);
 
 async fn instance_gets_a_daily_allowance(db: TestDb) {
     let app = spawn_app_with(db, |c| c.limits.instance_daily_limit = 2).await;

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 
+use crate::on_both_backends_sync;
 use crate::support::inspect::Inspect;
 use crate::support::oracle::assert_aggregates_match_instances;
 use crate::support::outage::{Relay, SmallDisk};
@@ -278,19 +279,7 @@ fn kill_9_under_load_loses_nothing(db: TestDb) {
     let port = collector.port;
     settle_and_assert_exact(&db, port, &mut l);
 }
-
-#[test]
-fn kill_9_under_load_loses_nothing_sqlite() {
-    kill_9_under_load_loses_nothing(TestDb::new(Backend::Sqlite));
-}
-
-#[test]
-fn kill_9_under_load_loses_nothing_postgres() {
-    match TestDb::postgres() {
-        Some(db) => kill_9_under_load_loses_nothing(db),
-        None => skip_postgres("faults::kill_9_under_load_loses_nothing_postgres"),
-    }
-}
+on_both_backends_sync!(kill_9_under_load_loses_nothing);
 
 fn sigterm_under_load_commits_everything_accepted(db: TestDb) {
     let ids = instance_ids();
@@ -310,19 +299,7 @@ fn sigterm_under_load_commits_everything_accepted(db: TestDb) {
     let restarted = CollectorProcess::start(&db, &[], &[]);
     settle_and_assert_exact(&db, restarted.port, &mut l);
 }
-
-#[test]
-fn sigterm_under_load_commits_everything_accepted_sqlite() {
-    sigterm_under_load_commits_everything_accepted(TestDb::new(Backend::Sqlite));
-}
-
-#[test]
-fn sigterm_under_load_commits_everything_accepted_postgres() {
-    match TestDb::postgres() {
-        Some(db) => sigterm_under_load_commits_everything_accepted(db),
-        None => skip_postgres("faults::sigterm_under_load_commits_everything_accepted_postgres"),
-    }
-}
+on_both_backends_sync!(sigterm_under_load_commits_everything_accepted);
 
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -354,9 +331,10 @@ fn get_status(port: u16, path: &str) -> u16 {
 #[test]
 fn postgres_outage_gets_fast_503s_and_recovers_without_restart() {
     let Some(db) = TestDb::postgres() else {
-        return skip_postgres(
-            "faults::postgres_outage_gets_fast_503s_and_recovers_without_restart",
-        );
+        return skip_postgres(concat!(
+            module_path!(),
+            "::postgres_outage_gets_fast_503s_and_recovers_without_restart"
+        ));
     };
     // Create the schema directly, then run the collector through the relay.
     drop(anonstats::startup::prepare_database(&db.url, 1).unwrap());
@@ -537,7 +515,10 @@ fn full_disk_gets_5xx_without_corruption_and_recovers() {
 #[test]
 fn two_collectors_on_one_postgres_keep_exact_totals() {
     let Some(db) = TestDb::postgres() else {
-        return skip_postgres("faults::two_collectors_on_one_postgres_keep_exact_totals");
+        return skip_postgres(concat!(
+            module_path!(),
+            "::two_collectors_on_one_postgres_keep_exact_totals"
+        ));
     };
     drop(anonstats::startup::prepare_database(&db.url, 1).unwrap());
     let first = CollectorProcess::start(&db, &[], &[]);
@@ -608,22 +589,9 @@ fn an_in_flight_report_is_answered_on(db: TestDb, signal: &str) {
     assert!(collector.logs().contains("anonstats collector stopped"));
 }
 
-#[test]
-fn an_in_flight_report_is_answered_on_sigint_and_sigterm_sqlite() {
-    an_in_flight_report_is_answered_on(TestDb::new(Backend::Sqlite), "INT");
-    an_in_flight_report_is_answered_on(TestDb::new(Backend::Sqlite), "TERM");
+fn an_in_flight_report_is_answered_on_sigint_and_sigterm(db: TestDb) {
+    let backend = db.backend;
+    an_in_flight_report_is_answered_on(db, "INT");
+    an_in_flight_report_is_answered_on(TestDb::new(backend), "TERM");
 }
-
-#[test]
-fn an_in_flight_report_is_answered_on_sigint_and_sigterm_postgres() {
-    for signal in ["INT", "TERM"] {
-        match TestDb::postgres() {
-            Some(db) => an_in_flight_report_is_answered_on(db, signal),
-            None => {
-                return skip_postgres(
-                    "faults::an_in_flight_report_is_answered_on_sigint_and_sigterm_postgres",
-                )
-            }
-        }
-    }
-}
+on_both_backends_sync!(an_in_flight_report_is_answered_on_sigint_and_sigterm);

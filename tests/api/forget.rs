@@ -4,10 +4,10 @@
 use anonstats::anonymize::Pseudonymizer;
 use serde_json::{json, Value};
 
-use crate::on_both_backends;
 use crate::support::seed::*;
 use crate::support::stats::*;
 use crate::support::*;
+use crate::{on_both_backends, on_both_backends_sync};
 
 /// POSTs an erasure request body.
 async fn erase(app: &TestApp, body: &Value) -> Reply {
@@ -374,7 +374,7 @@ async fn malformed_erasure_requests_are_problems(db: TestDb) {
 }
 on_both_backends!(malformed_erasure_requests_are_problems);
 
-async fn the_clear_id_of_an_erasure_is_never_logged(db: TestDb) {
+fn the_clear_id_of_an_erasure_is_never_logged(db: TestDb) {
     let mut collector = CollectorProcess::start(&db, &[], &[]);
     let id = uuid::Uuid::new_v4().to_string();
     let post = |body: String| {
@@ -424,7 +424,7 @@ async fn the_clear_id_of_an_erasure_is_never_logged(db: TestDb) {
         "the id must not appear in the logs, at any level"
     );
 }
-on_both_backends!(the_clear_id_of_an_erasure_is_never_logged);
+on_both_backends_sync!(the_clear_id_of_an_erasure_is_never_logged);
 
 /// `k` + 1 installs, one of which is erased: the next live answer counts `k`.
 async fn check_stats_forget(app: &TestApp, id: &uuid::Uuid, installs: i64) {

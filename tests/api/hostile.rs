@@ -1,8 +1,8 @@
 //! A corpus of hostile inputs: each gets the documented status, a short
 //! error body, and nothing of it reaches the database.
 
-use crate::on_both_backends;
 use crate::support::*;
+use crate::{on_both_backends, on_both_backends_sync};
 
 /// Strings that must never be found in storage.
 const MARKERS: &[&str] = &[
@@ -486,16 +486,4 @@ fn nothing_a_client_chooses_reaches_the_logs(db: TestDb) {
     }
     assert!(!logs.contains("203.0.113."), "an address in the logs");
 }
-
-#[test]
-fn nothing_a_client_chooses_reaches_the_logs_sqlite() {
-    nothing_a_client_chooses_reaches_the_logs(TestDb::new(Backend::Sqlite));
-}
-
-#[test]
-fn nothing_a_client_chooses_reaches_the_logs_postgres() {
-    match TestDb::postgres() {
-        Some(db) => nothing_a_client_chooses_reaches_the_logs(db),
-        None => skip_postgres("hostile::nothing_a_client_chooses_reaches_the_logs_postgres"),
-    }
-}
+on_both_backends_sync!(nothing_a_client_chooses_reaches_the_logs);

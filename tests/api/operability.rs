@@ -1,7 +1,7 @@
 //! `GET /metrics` and readiness.
 
-use crate::on_both_backends;
 use crate::support::*;
+use crate::{on_both_backends, on_both_backends_sync};
 
 /// The value of one sample line (`name{labels} value`) of an exposition.
 pub fn sample(metrics: &str, series: &str) -> Option<f64> {
@@ -98,7 +98,7 @@ async fn readiness_reports_queue_and_writer(db: TestDb) {
 }
 on_both_backends!(readiness_reports_queue_and_writer);
 
-async fn text_logs_written_to_a_file_carry_no_colour_escapes(db: TestDb) {
+fn text_logs_written_to_a_file_carry_no_colour_escapes(db: TestDb) {
     // As under systemd, `docker logs` or `2> log`: stderr is a file.
     let dir = tempfile::tempdir().unwrap();
     let log_path = dir.path().join("collector.log");
@@ -144,4 +144,4 @@ async fn text_logs_written_to_a_file_carry_no_colour_escapes(db: TestDb) {
         "escape bytes in the log file: {text:?}"
     );
 }
-on_both_backends!(text_logs_written_to_a_file_carry_no_colour_escapes);
+on_both_backends_sync!(text_logs_written_to_a_file_carry_no_colour_escapes);

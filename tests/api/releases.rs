@@ -10,11 +10,11 @@ use anonstats::release::{self, ReleaseError, Stored};
 use chrono::{Duration, NaiveDate};
 use serde_json::Value;
 
-use crate::on_both_backends;
 use crate::support::browser::{chart_values, chromium, run_chromium};
 use crate::support::release::{publish_seeded, publish_with};
 use crate::support::seed::{install, seed, times, RecordExt};
 use crate::support::*;
+use crate::{on_both_backends, on_both_backends_sync};
 
 /// A budget large enough that sigma is about 1.6 (threshold 9) for the
 /// built-in catalog's 20 histograms at the weekly cadence: small seeded
@@ -508,7 +508,7 @@ fn status_at(port: u16, path: &str) -> u16 {
         .unwrap_or_else(|| panic!("no status: {answer}"))
 }
 
-async fn releases_can_be_left_to_the_release_command(db: TestDb) {
+fn releases_can_be_left_to_the_release_command(db: TestDb) {
     let mut quiet = CollectorProcess::start(&db, &["--no-release-schedule"], &[]);
     std::thread::sleep(std::time::Duration::from_millis(1500));
     assert_eq!(status_at(quiet.port, "/api/v1/public/releases/latest"), 404);
@@ -526,4 +526,4 @@ async fn releases_can_be_left_to_the_release_command(db: TestDb) {
     assert_eq!(status, 200, "without the flag, serve publishes at start");
     scheduled.signal_and_wait("TERM");
 }
-on_both_backends!(releases_can_be_left_to_the_release_command);
+on_both_backends_sync!(releases_can_be_left_to_the_release_command);

@@ -10,9 +10,9 @@ use anonstats::store;
 use anonstats::validation::parse_v1;
 use chrono::{Days, NaiveDate};
 
-use crate::on_both_backends;
 use crate::support::oracle::assert_aggregates_match_instances;
 use crate::support::*;
+use crate::{on_both_backends, on_both_backends_sync};
 
 fn days_ago(n: u64) -> NaiveDate {
     test_today() - Days::new(n)
@@ -119,7 +119,7 @@ async fn prune_deletes_old_snapshots_and_their_aggregates_but_keeps_event_counts
 }
 on_both_backends!(prune_deletes_old_snapshots_and_their_aggregates_but_keeps_event_counts);
 
-async fn prune_goes_through_more_instances_than_one_chunk(db: TestDb) {
+fn prune_goes_through_more_instances_than_one_chunk(db: TestDb) {
     // Stale and recent instances interleave in key order (their keys are
     // keyed hashes) over more than two chunks of the retention scan.
     let reports: Vec<_> = (0..2300)
@@ -141,9 +141,9 @@ async fn prune_goes_through_more_instances_than_one_chunk(db: TestDb) {
     assert_eq!(db.inspect().instances().len(), 1150);
     assert_aggregates_match_instances(&db);
 }
-on_both_backends!(prune_goes_through_more_instances_than_one_chunk);
+on_both_backends_sync!(prune_goes_through_more_instances_than_one_chunk);
 
-async fn prune_honours_its_flags(db: TestDb) {
+fn prune_honours_its_flags(db: TestDb) {
     store_reports_on(
         &db,
         &[
@@ -171,9 +171,9 @@ async fn prune_honours_its_flags(db: TestDb) {
         "a dedupe window under 7 days is refused"
     );
 }
-on_both_backends!(prune_honours_its_flags);
+on_both_backends_sync!(prune_honours_its_flags);
 
-async fn serve_prunes_periodically(db: TestDb) {
+fn serve_prunes_periodically(db: TestDb) {
     store_reports_on(
         &db,
         &[
@@ -206,4 +206,4 @@ async fn serve_prunes_periodically(db: TestDb) {
     assert_eq!(db.inspect().instances().len(), 2);
     assert!(!collector.logs().contains("retention run finished"));
 }
-on_both_backends!(serve_prunes_periodically);
+on_both_backends_sync!(serve_prunes_periodically);

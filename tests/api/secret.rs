@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use anonstats::store;
 use serde_json::Value;
 
-use crate::on_both_backends;
 use crate::support::*;
+use crate::{on_both_backends, on_both_backends_sync};
 
 const SECRET_A: &str = "first-configured-secret-0123456789abcdef";
 const SECRET_B: &str = "second-configured-secret-0123456789abcdef";
@@ -296,7 +296,7 @@ fn mode(path: &std::path::Path) -> u32 {
         & 0o777
 }
 
-async fn serve_creates_private_files_and_says_once_where_the_secret_is(db: TestDb) {
+fn serve_creates_private_files_and_says_once_where_the_secret_is(db: TestDb) {
     let mut first = CollectorProcess::start(&db, &[], &[]);
     assert!(post_to(&first).contains(" 202 "));
     if let Some(path) = db.sqlite_path() {
@@ -328,7 +328,7 @@ async fn serve_creates_private_files_and_says_once_where_the_secret_is(db: TestD
         "said once, when generated"
     );
 }
-on_both_backends!(serve_creates_private_files_and_says_once_where_the_secret_is);
+on_both_backends_sync!(serve_creates_private_files_and_says_once_where_the_secret_is);
 
 #[test]
 fn an_existing_database_file_keeps_the_mode_its_operator_chose() {

@@ -17,9 +17,9 @@
 //!   [`browser`]: headless Chromium.
 //!
 //! Every test body that touches a database is written once, for a
-//! [`TestDb`], and run on both backends by [`on_both_backends!`]; the
-//! PostgreSQL run is skipped, saying so, unless [`POSTGRES_ENV`] names a
-//! server.
+//! [`TestDb`], and run on both backends by [`on_both_backends!`] (async
+//! bodies) or [`on_both_backends_sync!`] (plain ones); the PostgreSQL run is
+//! skipped, saying so, unless [`POSTGRES_ENV`] names a server.
 
 use std::io::Write;
 
@@ -105,6 +105,31 @@ macro_rules! on_both_backends {
             async fn postgres() {
                 match $crate::support::TestDb::postgres() {
                     Some(db) => super::$name(db).await,
+                    None => $crate::support::skip_postgres(concat!(module_path!(), "::postgres")),
+                }
+            }
+        }
+    };
+}
+
+/// Like [`on_both_backends!`] for a body that is not async,
+/// `fn name(db: TestDb)`: it runs on the test's own thread, with no
+/// runtime around it.
+#[macro_export]
+macro_rules! on_both_backends_sync {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            fn sqlite() {
+                super::$name($crate::support::TestDb::new(
+                    $crate::support::Backend::Sqlite,
+                ));
+            }
+
+            #[test]
+            fn postgres() {
+                match $crate::support::TestDb::postgres() {
+                    Some(db) => super::$name(db),
                     None => $crate::support::skip_postgres(concat!(module_path!(), "::postgres")),
                 }
             }
