@@ -78,7 +78,10 @@ fn quick_bench_writes_every_row() {
     if let Some(url) = &postgres {
         cmd.args(["--postgres", url]);
     } else {
-        crate::support::skip_postgres("bench::quick_bench_writes_every_row (PostgreSQL phases)");
+        crate::support::skip_postgres(concat!(
+            module_path!(),
+            "::quick_bench_writes_every_row (PostgreSQL phases)"
+        ));
     }
 
     let output = cmd.output().expect("run anonstats bench");

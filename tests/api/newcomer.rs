@@ -215,8 +215,9 @@ fn an_unwritable_directory_is_named_with_the_reason() {
         {
             let _ = writeln!(
                 std::io::stderr(),
-                "skipped newcomer::an_unwritable_directory_is_named_with_the_reason: \
-                 running as root without setpriv"
+                "skipped {}::an_unwritable_directory_is_named_with_the_reason: \
+                 running as root without setpriv",
+                module_path!()
             );
             return;
         }

@@ -18,7 +18,7 @@ use crate::support::seed::{install, seed, times, update};
 use crate::support::*;
 
 /// The document as kept in the repository.
-const DOCUMENT: &str = include_str!("../../assets/openapi.json");
+const DOCUMENT: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/openapi.json"));
 
 /// Every (method, route) the collector serves. A route added to the server
 /// belongs here and in the document; the test fails until both list it.
