@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Mutex;
 
 use regex::Regex;
 
@@ -21,9 +22,15 @@ pub fn chromium() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// Held while a browser runs: one at a time per test process.
+static ONE_BROWSER: Mutex<()> = Mutex::new(());
+
 /// Runs headless Chromium on `url` in the time zone `tz` with `extra`
-/// arguments and returns stdout.
+/// arguments and returns stdout. Browsers run one at a time: on a machine
+/// of two cores, two at once (with the collectors they load pages from)
+/// starve each other and the collectors' reads.
 pub fn run_chromium(binary: &Path, url: &str, tz: &str, extra: &[&str]) -> String {
+    let _one = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
     let profile = tempfile::tempdir().unwrap();
     let out = Command::new(binary)
         .args([
