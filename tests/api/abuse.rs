@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anonstats::limits::RateLimit;
 
-use crate::helpers::*;
-use crate::on_both_backends;
+use crate::support::*;
+use crate::{on_both_backends, on_both_backends_sync};
 
 /// A complete HTTP/1.1 POST of a v1 report, with extra header lines.
 fn report_request(report: &serde_json::Value, extra_headers: &str) -> Vec<u8> {
@@ -67,7 +67,7 @@ async fn source_over_its_rate_gets_429_with_retry_after(db: TestDb) {
         "3 per minute refills one token in 20 s"
     );
     assert_eq!(
-        app.db.reports("1 = 1"),
+        app.db.inspect().reports(),
         3,
         "the refused report is not stored"
     );
@@ -126,7 +126,7 @@ async fn trusted_proxy_headers_name_the_source(db: TestDb) {
 }
 on_both_backends!(trusted_proxy_headers_name_the_source);
 
-async fn rate_limited_addresses_are_never_logged_or_stored(db: TestDb) {
+fn rate_limited_addresses_are_never_logged_or_stored(db: TestDb) {
     let mut collector = CollectorProcess::start(
         &db,
         &[
@@ -173,16 +173,12 @@ async fn rate_limited_addresses_are_never_logged_or_stored(db: TestDb) {
         "the refusal is in the access log"
     );
 }
-on_both_backends!(rate_limited_addresses_are_never_logged_or_stored);
+on_both_backends_sync!(rate_limited_addresses_are_never_logged_or_stored);
 
 async fn instance_gets_a_daily_allowance(db: TestDb) {
     let app = spawn_app_with(db, |c| c.limits.instance_daily_limit = 2).await;
     let first = sample_report();
-    let same_instance = || {
-        let mut r = sample_report();
-        r["instance_id"] = first["instance_id"].clone();
-        r
-    };
+    let same_instance = || ReportBuilder::new().instance_of(&first).build();
     assert_eq!(app.post_report(&first).await.status, 202);
     // A duplicate is not counted, so it does not use up the allowance.
     assert_eq!(app.post_report(&first).await.status, 200);
@@ -199,10 +195,9 @@ async fn instance_gets_a_daily_allowance(db: TestDb) {
     assert!(retry <= 86_400, "retry at the next UTC day at the latest");
     // Other instances and reports without instance are not affected.
     assert_eq!(app.post_report(&sample_report()).await.status, 202);
-    let mut anonymous = sample_report();
-    anonymous.as_object_mut().unwrap().remove("instance_id");
+    let anonymous = ReportBuilder::new().anonymous().build();
     assert_eq!(app.post_report(&anonymous).await.status, 202);
-    assert_eq!(app.db.reports("1 = 1"), 4);
+    assert_eq!(app.db.inspect().reports(), 4);
 }
 on_both_backends!(instance_gets_a_daily_allowance);
 
@@ -256,7 +251,7 @@ async fn slow_clients_cannot_hold_connections(db: TestDb) {
         "{:?}",
         trickled_body.0
     );
-    assert_eq!(app.db.reports("1 = 1"), 0);
+    assert_eq!(app.db.inspect().reports(), 0);
     // The collector still serves.
     assert_eq!(app.post_report(&sample_report()).await.status, 202);
 }

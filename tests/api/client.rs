@@ -4,64 +4,13 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::helpers::*;
 use crate::on_both_backends;
-
-/// Runs the real binary with `args`, from a blocking thread so that an
-/// in-process collector keeps serving.
-pub async fn anonstats(args: &[&str]) -> Output {
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    actix_web::rt::task::spawn_blocking(move || anonstats_blocking(&args))
-        .await
-        .expect("join")
-}
-
-/// Runs the real binary with `args` and waits for it.
-pub fn anonstats_blocking(args: &[String]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_anonstats"))
-        .args(args)
-        .env_remove("ANONSTATS_CLIENT_CONFIG")
-        .env_remove("ANONSTATS_COLLECTOR")
-        .env("HOME", std::env::temp_dir())
-        .env(anonstats::clock::TODAY_ENV, test_today().to_string())
-        .stdin(Stdio::null())
-        .output()
-        .expect("run anonstats")
-}
-
-pub fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// A temporary directory with an opt-in file path inside it.
-pub struct ClientDir {
-    _dir: tempfile::TempDir,
-    pub config: PathBuf,
-}
-
-impl ClientDir {
-    pub fn new() -> ClientDir {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let config = dir.path().join("etc").join("client.json");
-        ClientDir { _dir: dir, config }
-    }
-
-    pub fn config(&self) -> &str {
-        self.config.to_str().unwrap()
-    }
-
-    /// The opt-in file as JSON.
-    pub fn read(&self) -> Value {
-        serde_json::from_str(&std::fs::read_to_string(&self.config).expect("opt-in file"))
-            .expect("JSON opt-in file")
-    }
-}
+use crate::support::*;
 
 /// The flags of the report used throughout these tests.
 const REPORT_FLAGS: &[&str] = &[
@@ -121,7 +70,7 @@ async fn without_opt_in_nothing_is_sent(db: TestDb) {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("not opted in"), "{}", stderr(&out));
     assert!(out.stdout.is_empty());
-    assert_eq!(app.db.reports("1 = 1"), 0);
+    assert_eq!(app.db.inspect().reports(), 0);
     assert!(
         !dir.config.exists(),
         "sending must not create the opt-in file"
@@ -160,8 +109,8 @@ async fn dry_run_prints_the_exact_report_and_sends_nothing(db: TestDb) {
             "features": {"mfa": true, "sso": false}
         })
     );
-    assert_eq!(app.db.reports("1 = 1"), 0, "a dry run sends nothing");
-    assert_eq!(app.db.count("instances"), 0);
+    assert_eq!(app.db.inspect().reports(), 0, "a dry run sends nothing");
+    assert_eq!(app.db.inspect().instances().len(), 0);
 }
 on_both_backends!(dry_run_prints_the_exact_report_and_sends_nothing);
 
@@ -179,28 +128,19 @@ async fn opted_in_report_is_stored(db: TestDb) {
 
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("accepted"), "{}", stderr(&out));
-    let db = &app.db;
+    let stored = app.db.inspect();
     assert_eq!(
-        db.reports("event = 'update' AND version = '4.10.1' AND previous_version = '4.9.0' AND edition = 'pro'"),
+        stored.events().reports_where(|e| e.event == "update"
+            && e.version == "4.10.1"
+            && e.previous_version == "4.9.0"
+            && e.edition == "pro"),
         1
     );
-    assert_eq!(db.count("instances"), 1);
-    let mut conn = db.conn();
-    assert_eq!(
-        scalar(&mut conn, "SELECT instances AS n FROM instance_values WHERE kind = 'attribute' AND name = 'db_engine' AND value = 'postgresql'"),
-        1
-    );
-    assert_eq!(
-        scalar(
-            &mut conn,
-            "SELECT total AS n FROM instance_counters WHERE counter = 'resources'"
-        ),
-        300
-    );
-    assert_eq!(
-        scalar(&mut conn, "SELECT instances AS n FROM instance_values WHERE kind = 'feature' AND name = 'mfa' AND value = 'true'"),
-        1
-    );
+    assert_eq!(stored.instances().len(), 1);
+    let values = stored.values();
+    assert_eq!(values.attribute("db_engine", "postgresql"), 1);
+    assert_eq!(stored.counters().total("resources"), 300);
+    assert_eq!(values.feature("mfa", true), 1);
 }
 on_both_backends!(opted_in_report_is_stored);
 

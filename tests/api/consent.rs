@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::client::{anonstats_blocking, stderr, ClientDir};
+use crate::support::{anonstats_blocking, stderr, ClientDir};
 
 /// The report flags of these tests.
 const REPORT: &[&str] = &[

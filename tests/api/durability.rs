@@ -7,7 +7,7 @@ use anonstats::db;
 use anonstats::store::CommitSync;
 use diesel::connection::SimpleConnection;
 
-use crate::helpers::{scalar, skip_postgres, Backend, TestDb};
+use crate::support::{scalar, skip_postgres, Backend, TestDb};
 
 fn commit_sync_is_found_for(db: &TestDb) -> CommitSync {
     let mut conn = db.conn();
@@ -42,7 +42,10 @@ fn sqlite_commits_are_flushed_through_the_wal_file_beside_the_database() {
 #[test]
 fn postgres_flush_covers_every_earlier_commit() {
     let Some(db) = TestDb::postgres() else {
-        return skip_postgres("durability::postgres_flush_covers_every_earlier_commit");
+        return skip_postgres(concat!(
+            module_path!(),
+            "::postgres_flush_covers_every_earlier_commit"
+        ));
     };
     let sync = commit_sync_is_found_for(&db);
     assert!(matches!(sync, CommitSync::Postgres));

@@ -5,17 +5,19 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use serde_json::json;
 
-use crate::consistency::assert_aggregates_match_instances;
-use crate::helpers::*;
+use crate::on_both_backends_sync;
+use crate::support::inspect::Inspect;
+use crate::support::oracle::assert_aggregates_match_instances;
+use crate::support::outage::{Relay, SmallDisk};
+use crate::support::*;
 
 /// Instances the load generator's reports come from (so that updates
 /// replace snapshots, and collectors contend for the same rows).
@@ -33,19 +35,17 @@ pub(crate) struct Pending {
 
 pub(crate) fn new_report(instance_ids: &[String]) -> Pending {
     let mut rng = rand::rng();
-    let mut r = sample_report();
-    let report_id = r["report_id"].as_str().unwrap().to_owned();
-    r["instance_id"] = json!(instance_ids[rng.random_range(0..instance_ids.len())]);
-    r["counters"]["users"] = json!(rng.random_range(0..5000));
-    let event = if rng.random_bool(0.5) {
-        r["event"] = json!("install");
-        r.as_object_mut().unwrap().remove("previous_version");
-        "install"
+    let r = ReportBuilder::new()
+        .instance(&instance_ids[rng.random_range(0..instance_ids.len())])
+        .counter("users", rng.random_range(0..5000));
+    let (r, event) = if rng.random_bool(0.5) {
+        (r.install(), "install")
     } else {
-        "update"
+        (r, "update")
     };
+    let r = r.build();
     Pending {
-        report_id,
+        report_id: r["report_id"].as_str().unwrap().to_owned(),
         event,
         body: r.to_string(),
     }
@@ -210,9 +210,9 @@ fn acked_per_event(ledger: &Ledger) -> BTreeMap<&'static str, i64> {
 /// Every acknowledged report is stored: per event, stored >= acknowledged
 /// (reports stored whose answer was lost are still pending).
 fn assert_acked_are_stored(db: &TestDb, ledger: &Ledger, context: &str) {
-    let today = test_today();
+    let today = db.inspect().events_on(test_today());
     for (event, acked) in acked_per_event(ledger) {
-        let stored = db.reports(&format!("event = '{event}' AND day = '{today}'"));
+        let stored = today.reports_where(|e| e.event == event);
         assert!(
             stored >= acked,
             "{context}: {acked} {event} reports acknowledged, {stored} stored"
@@ -239,14 +239,15 @@ pub(crate) fn settle_and_assert_exact(db: &TestDb, port: u16, ledger: &mut Ledge
         ledger.acked.len(),
         "each report acknowledged once"
     );
+    let events = db.inspect().events();
     for (event, acked) in acked_per_event(ledger) {
         assert_eq!(
-            db.reports(&format!("event = '{event}'")),
+            events.reports_where(|e| e.event == event),
             acked,
             "{event}: stored counts equal acknowledged reports, none lost or doubled"
         );
     }
-    assert_eq!(db.count("seen_reports") as usize, distinct.len());
+    assert_eq!(db.inspect().seen_reports().len(), distinct.len());
     assert_aggregates_match_instances(db);
 }
 
@@ -282,19 +283,7 @@ fn kill_9_under_load_loses_nothing(db: TestDb) {
     let port = collector.port;
     settle_and_assert_exact(&db, port, &mut l);
 }
-
-#[test]
-fn kill_9_under_load_loses_nothing_sqlite() {
-    kill_9_under_load_loses_nothing(TestDb::new(Backend::Sqlite));
-}
-
-#[test]
-fn kill_9_under_load_loses_nothing_postgres() {
-    match TestDb::postgres() {
-        Some(db) => kill_9_under_load_loses_nothing(db),
-        None => skip_postgres("faults::kill_9_under_load_loses_nothing_postgres"),
-    }
-}
+on_both_backends_sync!(kill_9_under_load_loses_nothing);
 
 fn sigterm_under_load_commits_everything_accepted(db: TestDb) {
     let ids = instance_ids();
@@ -314,87 +303,7 @@ fn sigterm_under_load_commits_everything_accepted(db: TestDb) {
     let restarted = CollectorProcess::start(&db, &[], &[]);
     settle_and_assert_exact(&db, restarted.port, &mut l);
 }
-
-#[test]
-fn sigterm_under_load_commits_everything_accepted_sqlite() {
-    sigterm_under_load_commits_everything_accepted(TestDb::new(Backend::Sqlite));
-}
-
-#[test]
-fn sigterm_under_load_commits_everything_accepted_postgres() {
-    match TestDb::postgres() {
-        Some(db) => sigterm_under_load_commits_everything_accepted(db),
-        None => skip_postgres("faults::sigterm_under_load_commits_everything_accepted_postgres"),
-    }
-}
-
-/// A TCP relay between the collector and PostgreSQL that can cut every
-/// connection and refuse new ones, without touching the shared server.
-struct Relay {
-    port: u16,
-    cut: Arc<AtomicBool>,
-    open: Arc<Mutex<Vec<TcpStream>>>,
-}
-
-impl Relay {
-    fn start(upstream: String) -> Relay {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let cut = Arc::new(AtomicBool::new(false));
-        let open: Arc<Mutex<Vec<TcpStream>>> = Arc::new(Mutex::new(Vec::new()));
-        let (c, o) = (cut.clone(), open.clone());
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { continue };
-                if c.load(Ordering::SeqCst) {
-                    drop(client);
-                    continue;
-                }
-                let Ok(server) = TcpStream::connect(&upstream) else {
-                    continue;
-                };
-                {
-                    let mut open = o.lock().unwrap();
-                    open.push(client.try_clone().unwrap());
-                    open.push(server.try_clone().unwrap());
-                }
-                for (mut from, mut to) in [
-                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                    (server, client),
-                ] {
-                    std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
-                        let _ = to.shutdown(Shutdown::Both);
-                    });
-                }
-            }
-        });
-        Relay { port, cut, open }
-    }
-
-    fn cut(&self) {
-        self.cut.store(true, Ordering::SeqCst);
-        for s in self.open.lock().unwrap().drain(..) {
-            let _ = s.shutdown(Shutdown::Both);
-        }
-    }
-
-    fn restore(&self) {
-        self.cut.store(false, Ordering::SeqCst);
-    }
-}
-
-/// `host:port` of a PostgreSQL URL.
-fn authority(url: &str) -> String {
-    let rest = url.split_once("://").unwrap().1;
-    let host_port = rest.split(['/', '?']).next().unwrap();
-    let host_port = host_port.rsplit_once('@').map_or(host_port, |(_, h)| h);
-    if host_port.contains(':') {
-        host_port.to_owned()
-    } else {
-        format!("{host_port}:5432")
-    }
-}
+on_both_backends_sync!(sigterm_under_load_commits_everything_accepted);
 
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -426,19 +335,15 @@ fn get_status(port: u16, path: &str) -> u16 {
 #[test]
 fn postgres_outage_gets_fast_503s_and_recovers_without_restart() {
     let Some(db) = TestDb::postgres() else {
-        return skip_postgres(
-            "faults::postgres_outage_gets_fast_503s_and_recovers_without_restart",
-        );
+        return skip_postgres(concat!(
+            module_path!(),
+            "::postgres_outage_gets_fast_503s_and_recovers_without_restart"
+        ));
     };
     // Create the schema directly, then run the collector through the relay.
     drop(anonstats::db::prepare_database(&db.url, 1).unwrap());
-    let upstream = authority(&db.url);
-    let relay = Relay::start(upstream.clone());
-    let relayed_url = db
-        .url
-        .replacen(&upstream, &format!("127.0.0.1:{}", relay.port), 1);
-    assert_ne!(relayed_url, db.url);
-    let mut collector = CollectorProcess::start_url(&relayed_url, &[], &[]);
+    let relay = Relay::in_front_of(&db);
+    let mut collector = CollectorProcess::start_url(&relay.url, &[], &[]);
     let port = collector.port;
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let load = Load::start(vec![port], instance_ids(), ledger.clone());
@@ -528,45 +433,13 @@ fn postgres_outage_gets_fast_503s_and_recovers_without_restart() {
     collector.signal_and_wait("TERM");
 }
 
-/// A small tmpfs, unmounted when dropped.
-struct SmallDisk {
-    dir: tempfile::TempDir,
-}
-
-impl SmallDisk {
-    fn mount(bytes: u64) -> Option<SmallDisk> {
-        let dir = tempfile::tempdir().ok()?;
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
-            .arg(dir.path())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then_some(SmallDisk { dir })
-    }
-
-    fn fill(&self) -> std::path::PathBuf {
-        let path = self.dir.path().join("filler");
-        let mut f = std::fs::File::create(&path).unwrap();
-        let chunk = vec![0u8; 4096];
-        while f.write_all(&chunk).is_ok() {}
-        let _ = f.sync_all();
-        path
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
 #[test]
 fn full_disk_gets_5xx_without_corruption_and_recovers() {
     let Some(disk) = SmallDisk::mount(4 * 1024 * 1024) else {
-        println!("skipped faults::full_disk_gets_5xx_without_corruption_and_recovers: mounting a tmpfs is not permitted here");
+        println!(
+            "skipped {}::full_disk_gets_5xx_without_corruption_and_recovers: mounting a tmpfs is not permitted here",
+            module_path!()
+        );
         return;
     };
     let url = disk.dir.path().join("anonstats.db");
@@ -635,10 +508,7 @@ fn full_disk_gets_5xx_without_corruption_and_recovers() {
         .get_result(&mut conn)
         .unwrap();
     assert_eq!(check.integrity_check, "ok");
-    let stored = scalar(
-        &mut conn,
-        "SELECT CAST(COALESCE(SUM(reports), 0) AS BIGINT) AS n FROM daily_events",
-    );
+    let stored = Inspect::at(&url).reports();
     println!("full disk: {acked} acknowledged, {refused} refused, {stored} stored");
     assert_eq!(
         stored, acked,
@@ -649,7 +519,10 @@ fn full_disk_gets_5xx_without_corruption_and_recovers() {
 #[test]
 fn two_collectors_on_one_postgres_keep_exact_totals() {
     let Some(db) = TestDb::postgres() else {
-        return skip_postgres("faults::two_collectors_on_one_postgres_keep_exact_totals");
+        return skip_postgres(concat!(
+            module_path!(),
+            "::two_collectors_on_one_postgres_keep_exact_totals"
+        ));
     };
     drop(anonstats::db::prepare_database(&db.url, 1).unwrap());
     let first = CollectorProcess::start(&db, &[], &[]);
@@ -672,7 +545,7 @@ fn two_collectors_on_one_postgres_keep_exact_totals() {
     );
     assert!(l.acked.len() >= 100);
     settle_and_assert_exact(&db, second.port, &mut l);
-    assert_eq!(db.count("instances"), ids.len() as i64);
+    assert_eq!(db.inspect().instances().len(), ids.len());
     for c in [&first, &second] {
         let logs = c.logs();
         assert!(!logs.contains("batch not stored"), "a batch failed: {logs}");
@@ -712,26 +585,17 @@ fn an_in_flight_report_is_answered_on(db: TestDb, signal: &str) {
         "SIG{signal}: {answer:?}"
     );
     assert!(status.success(), "SIG{signal}: clean exit {status:?}");
-    assert_eq!(db.reports("1 = 1"), 1, "SIG{signal}: the report is stored");
+    assert_eq!(
+        db.inspect().reports(),
+        1,
+        "SIG{signal}: the report is stored"
+    );
     assert!(collector.logs().contains("anonstats collector stopped"));
 }
 
-#[test]
-fn an_in_flight_report_is_answered_on_sigint_and_sigterm_sqlite() {
-    an_in_flight_report_is_answered_on(TestDb::new(Backend::Sqlite), "INT");
-    an_in_flight_report_is_answered_on(TestDb::new(Backend::Sqlite), "TERM");
+fn an_in_flight_report_is_answered_on_sigint_and_sigterm(db: TestDb) {
+    let backend = db.backend;
+    an_in_flight_report_is_answered_on(db, "INT");
+    an_in_flight_report_is_answered_on(TestDb::new(backend), "TERM");
 }
-
-#[test]
-fn an_in_flight_report_is_answered_on_sigint_and_sigterm_postgres() {
-    for signal in ["INT", "TERM"] {
-        match TestDb::postgres() {
-            Some(db) => an_in_flight_report_is_answered_on(db, signal),
-            None => {
-                return skip_postgres(
-                    "faults::an_in_flight_report_is_answered_on_sigint_and_sigterm_postgres",
-                )
-            }
-        }
-    }
-}
+on_both_backends_sync!(an_in_flight_report_is_answered_on_sigint_and_sigterm);

@@ -4,10 +4,10 @@
 use anonstats::anonymize::{InstanceHash, Pseudonymizer};
 use serde_json::{json, Value};
 
-use crate::client::{anonstats, stderr, ClientDir};
-use crate::helpers::*;
-use crate::on_both_backends;
-use crate::stats_seed::*;
+use crate::support::seed::*;
+use crate::support::stats::*;
+use crate::support::*;
+use crate::{on_both_backends, on_both_backends_sync};
 
 /// POSTs an erasure request body.
 async fn erase(app: &TestApp, body: &Value) -> Reply {
@@ -42,11 +42,6 @@ fn seen(reply: &Reply) -> (u16, Vec<(String, String)>, Vec<u8>) {
     (reply.status, headers, reply.body.clone())
 }
 
-/// Sum of a column over an aggregate table.
-fn total(db: &TestDb, sql: &str) -> i64 {
-    scalar(&mut db.conn(), sql)
-}
-
 /// The collector's pseudonym of an install, from the secret it stored.
 fn instance_hash(db: &TestDb, id: &uuid::Uuid) -> InstanceHash {
     let secret = anonstats::store::get_setting(&mut db.conn(), anonstats::store::SECRET_SETTING)
@@ -55,40 +50,32 @@ fn instance_hash(db: &TestDb, id: &uuid::Uuid) -> InstanceHash {
     Pseudonymizer::new(secret.as_bytes()).instance_hash("passbolt", id)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Row count and sums of every aggregate table.
 fn aggregates(db: &TestDb) -> Vec<i64> {
-    let mut out = Vec::new();
-    for (table, columns) in [
-        ("instance_values", "instances"),
-        ("instance_value_totals", "instances"),
-        ("instance_counters", "instances + total"),
-        ("instance_counter_totals", "instances + total"),
-    ] {
-        out.push(db.count(table));
-        out.push(total(
-            db,
-            &format!("SELECT CAST(COALESCE(SUM({columns}), 0) AS BIGINT) AS n FROM {table}"),
-        ));
-    }
-    out
+    let stored = db.inspect();
+    let values = stored.values();
+    let value_totals = stored.value_totals();
+    let counters = stored.counters();
+    let counter_totals = stored.counter_totals();
+    vec![
+        values.len() as i64,
+        values.iter().map(|v| v.instances).sum(),
+        value_totals.len() as i64,
+        value_totals.iter().map(|v| v.instances).sum(),
+        counters.len() as i64,
+        counters.iter().map(|c| c.instances + c.total).sum(),
+        counter_totals.len() as i64,
+        counter_totals.iter().map(|c| c.instances + c.total).sum(),
+    ]
 }
 
 /// Rows of `instances` holding this pseudonym.
-fn rows_of(db: &TestDb, hash: &InstanceHash) -> i64 {
-    let literal = match db.backend {
-        Backend::Postgres => format!("'\\x{}'::bytea", hex(hash.as_bytes())),
-        Backend::Sqlite => format!("X'{}'", hex(hash.as_bytes())),
-    };
-    scalar(
-        &mut db.conn(),
-        &format!(
-            "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM instances WHERE instance_hash = {literal}"
-        ),
-    )
+fn rows_of(db: &TestDb, hash: &InstanceHash) -> usize {
+    db.inspect()
+        .instances()
+        .iter()
+        .filter(|i| i.hash == hash.as_bytes())
+        .count()
 }
 
 async fn forget_erases_the_install_and_keeps_daily_counts(db: TestDb) {
@@ -124,43 +111,34 @@ async fn forget_erases_the_install_and_keeps_daily_counts(db: TestDb) {
     assert!(sent.status.success(), "{}", stderr(&sent));
     // Another install, which must stay.
     assert_eq!(app.post_report(&sample_report()).await.status, 202);
-    assert_eq!(app.db.count("instances"), 2);
+    assert_eq!(app.db.inspect().instances().len(), 2);
 
     let out = anonstats(&["send", "--config", dir.config(), "--forget"]).await;
 
     assert!(out.status.success(), "{}", stderr(&out));
     let db = &app.db;
-    assert_eq!(db.count("instances"), 1, "only the other install is left");
-    let sum_values = "SELECT CAST(COALESCE(SUM(instances), 0) AS BIGINT) AS n FROM instance_values";
+    let stored = db.inspect();
     assert_eq!(
-        total(db, &format!("{sum_values} WHERE kind = 'version'")),
-        1
+        stored.instances().len(),
+        1,
+        "only the other install is left"
     );
+    let values = stored.values();
+    assert_eq!(values.versions(), 1);
     assert_eq!(
-        total(
-            db,
-            &format!("{sum_values} WHERE kind = 'attribute' AND value = 'pro'")
-        ),
+        values.instances_where(|v| v.kind == "attribute" && v.value == "pro"),
         0
     );
+    assert_eq!(values.feature("sso", true), 0);
+    let counters = stored.counters();
     assert_eq!(
-        total(
-            db,
-            &format!("{sum_values} WHERE kind = 'feature' AND name = 'sso' AND value = 'true'")
-        ),
-        0
-    );
-    assert_eq!(
-        total(db, "SELECT CAST(COALESCE(SUM(total), 0) AS BIGINT) AS n FROM instance_counters WHERE counter = 'users'"),
+        counters.total("users"),
         42,
         "the other install's 42 users, without this one's 7"
     );
+    assert_eq!(counters.instances("users"), 1);
     assert_eq!(
-        total(db, "SELECT CAST(COALESCE(SUM(instances), 0) AS BIGINT) AS n FROM instance_counters WHERE counter = 'users'"),
-        1
-    );
-    assert_eq!(
-        db.reports("1 = 1"),
+        stored.reports(),
         2,
         "daily event counts hold no pseudonym and stay"
     );
@@ -183,7 +161,7 @@ async fn forget_erases_the_install_and_keeps_daily_counts(db: TestDb) {
     ])
     .await;
     assert!(again.status.success());
-    assert_eq!(db.reports("1 = 1"), 2);
+    assert_eq!(db.inspect().reports(), 2);
 }
 on_both_backends!(forget_erases_the_install_and_keeps_daily_counts);
 
@@ -197,7 +175,11 @@ async fn erasure_answers_the_same_whether_or_not_anything_was_stored(db: TestDb)
 
     let before = aggregates(&app.db);
     let unknown = erase(&app, &json!({"instance_id": uuid::Uuid::new_v4()})).await;
-    assert_eq!(app.db.count("instances"), 2, "an unknown id erases nothing");
+    assert_eq!(
+        app.db.inspect().instances().len(),
+        2,
+        "an unknown id erases nothing"
+    );
     assert_eq!(
         aggregates(&app.db),
         before,
@@ -208,7 +190,11 @@ async fn erasure_answers_the_same_whether_or_not_anything_was_stored(db: TestDb)
         &json!({"product": "passbolt", "instance_id": id.to_uppercase()}),
     )
     .await;
-    assert_eq!(app.db.count("instances"), 1, "the stored id is erased");
+    assert_eq!(
+        app.db.inspect().instances().len(),
+        1,
+        "the stored id is erased"
+    );
     let again = erase(&app, &json!({"instance_id": id})).await;
 
     assert_eq!(unknown.status, 202);
@@ -221,12 +207,19 @@ async fn erasure_answers_the_same_whether_or_not_anything_was_stored(db: TestDb)
     assert_eq!(seen(&again), seen(&unknown));
     let parsed: uuid::Uuid = id.parse().unwrap();
     assert_eq!(rows_of(&app.db, &instance_hash(&app.db, &parsed)), 0);
-    assert_eq!(app.db.count("instances"), 1, "the other install stays");
-    assert_eq!(app.db.reports("1 = 1"), 2, "daily event counts stay");
+    assert_eq!(
+        app.db.inspect().instances().len(),
+        1,
+        "the other install stays"
+    );
+    assert_eq!(app.db.inspect().reports(), 2, "daily event counts stay");
     assert_eq!(
         app.db
-            .count("settings WHERE name = 'erasures' AND value = '3'"),
-        1,
+            .inspect()
+            .settings()
+            .get(anonstats::store::ERASURES_SETTING)
+            .map(String::as_str),
+        Some("3"),
         "every erasure, stored or not, wrote the same counter"
     );
 }
@@ -265,8 +258,12 @@ async fn the_retired_delete_route_answers_gone_and_erases_nothing(db: TestDb) {
     assert_eq!(seen(&with_product), seen(&stored));
     assert_eq!(seen(&unknown), seen(&stored));
     assert_eq!(seen(&malformed), seen(&stored), "the id is not even read");
-    assert_eq!(app.db.count("instances"), 1, "nothing was erased");
-    assert_eq!(app.db.count("settings WHERE name = 'erasures'"), 0);
+    assert_eq!(app.db.inspect().instances().len(), 1, "nothing was erased");
+    assert!(!app
+        .db
+        .inspect()
+        .settings()
+        .contains_key(anonstats::store::ERASURES_SETTING));
 }
 on_both_backends!(the_retired_delete_route_answers_gone_and_erases_nothing);
 
@@ -367,15 +364,17 @@ async fn malformed_erasure_requests_are_problems(db: TestDb) {
         .await;
     assert_eq!(too_large.status, 413);
     assert_eq!(app.get("/api/v1/erasures").await.status, 405);
-    assert_eq!(
-        app.db.count("settings WHERE name = 'erasures'"),
-        0,
+    assert!(
+        !app.db
+            .inspect()
+            .settings()
+            .contains_key(anonstats::store::ERASURES_SETTING),
         "nothing was attempted"
     );
 }
 on_both_backends!(malformed_erasure_requests_are_problems);
 
-async fn the_clear_id_of_an_erasure_is_never_logged(db: TestDb) {
+fn the_clear_id_of_an_erasure_is_never_logged(db: TestDb) {
     let mut collector = CollectorProcess::start(&db, &[], &[]);
     let id = uuid::Uuid::new_v4().to_string();
     let post = |body: String| {
@@ -425,7 +424,7 @@ async fn the_clear_id_of_an_erasure_is_never_logged(db: TestDb) {
         "the id must not appear in the logs, at any level"
     );
 }
-on_both_backends!(the_clear_id_of_an_erasure_is_never_logged);
+on_both_backends_sync!(the_clear_id_of_an_erasure_is_never_logged);
 
 /// `k` + 1 installs, one of which is erased: the next live answer counts `k`.
 async fn check_stats_forget(app: &TestApp, id: &uuid::Uuid, installs: i64) {
@@ -460,7 +459,7 @@ async fn check_stats_forget(app: &TestApp, id: &uuid::Uuid, installs: i64) {
         0,
         "its row is gone"
     );
-    assert_eq!(app.db.count("instances"), installs - 1);
+    assert_eq!(app.db.inspect().instances().len() as i64, installs - 1);
 }
 
 async fn stats_stop_counting_an_erased_install_at_once(db: TestDb) {

@@ -1,7 +1,7 @@
 //! Catalog, health and readiness endpoints.
 
-use crate::helpers::*;
 use crate::on_both_backends;
+use crate::support::*;
 
 async fn catalog_is_public_and_complete(db: TestDb) {
     let app = spawn_app(db).await;

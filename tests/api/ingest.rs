@@ -2,8 +2,8 @@
 
 use serde_json::json;
 
-use crate::helpers::*;
 use crate::on_both_backends;
+use crate::support::*;
 
 async fn accepted_report_is_counted_and_snapshotted(db: TestDb) {
     let app = spawn_app(db).await;
@@ -14,25 +14,18 @@ async fn accepted_report_is_counted_and_snapshotted(db: TestDb) {
     assert_eq!(reply.status, 202, "{}", reply.text());
     assert_eq!(reply.json()["status"], "accepted");
     assert_eq!(reply.json()["ignored"], json!([]));
-    let db = &app.db;
+    let stored = app.db.inspect();
     assert_eq!(
-        db.reports("event = 'update' AND version = '4.10.1' AND previous_version = '4.9.0' AND edition = 'ce'"),
+        stored.events().reports_where(|e| e.event == "update"
+            && e.version == "4.10.1"
+            && e.previous_version == "4.9.0"
+            && e.edition == "ce"),
         1
     );
-    assert_eq!(db.count("instances"), 1);
-    assert_eq!(db.count("seen_reports"), 1);
-    let mut conn = db.conn();
-    assert_eq!(
-        scalar(&mut conn, "SELECT instances AS n FROM instance_values WHERE kind = 'attribute' AND name = 'db_engine' AND value = 'mariadb'"),
-        1
-    );
-    assert_eq!(
-        scalar(
-            &mut conn,
-            "SELECT total AS n FROM instance_counters WHERE counter = 'resources'"
-        ),
-        1234
-    );
+    assert_eq!(stored.instances().len(), 1);
+    assert_eq!(stored.seen_reports().len(), 1);
+    assert_eq!(stored.values().attribute("db_engine", "mariadb"), 1);
+    assert_eq!(stored.counters().total("resources"), 1234);
 }
 on_both_backends!(accepted_report_is_counted_and_snapshotted);
 
@@ -45,37 +38,32 @@ async fn counts_accumulate_per_day_and_key(db: TestDb) {
         ("update", "4.10.1", Some("4.9.0")),
         ("update", "4.10.1", Some("4.8.0")),
     ] {
-        let mut r = sample_report();
-        r["event"] = json!(event);
-        r["version"] = json!(version);
-        match previous {
-            Some(p) => r["previous_version"] = json!(p),
-            None => {
-                r.as_object_mut().unwrap().remove("previous_version");
-            }
-        }
-        assert_eq!(app.post_report(&r).await.status, 202);
+        let r = ReportBuilder::new().event(event).version(version);
+        let r = match previous {
+            Some(p) => r.previous_version(p),
+            None => r.without("previous_version"),
+        };
+        assert_eq!(app.post_report(&r.build()).await.status, 202);
     }
     // A report without instance_id counts as an event only.
-    let mut anonymous = sample_report();
-    anonymous.as_object_mut().unwrap().remove("instance_id");
+    let anonymous = ReportBuilder::new().anonymous().build();
     assert_eq!(app.post_report(&anonymous).await.status, 202);
 
-    let db = &app.db;
-    let today = test_today().to_string();
-    assert_eq!(db.reports(&format!("day = '{today}'")), 6);
-    assert_eq!(db.reports("event = 'install'"), 2);
+    let stored = app.db.inspect();
+    let events = stored.events();
+    assert_eq!(stored.events_on(test_today()).reports(), 6);
+    assert_eq!(events.reports_where(|e| e.event == "install"), 2);
     assert_eq!(
-        db.reports("event = 'update' AND previous_version = '4.9.0'"),
+        events.reports_where(|e| e.event == "update" && e.previous_version == "4.9.0"),
         3
     );
     assert_eq!(
-        db.reports("event = 'update' AND previous_version = '4.8.0'"),
+        events.reports_where(|e| e.event == "update" && e.previous_version == "4.8.0"),
         1
     );
-    assert_eq!(db.count("daily_events"), 3, "one row per day and key");
+    assert_eq!(events.len(), 3, "one row per day and key");
     assert_eq!(
-        db.count("instances"),
+        stored.instances().len(),
         5,
         "the report without instance_id has no snapshot"
     );
@@ -84,45 +72,35 @@ on_both_backends!(counts_accumulate_per_day_and_key);
 
 async fn update_replaces_the_instance_snapshot(db: TestDb) {
     let app = spawn_app(db).await;
-    let mut install = sample_report();
-    install["event"] = json!("install");
-    install["version"] = json!("4.9.0");
-    install.as_object_mut().unwrap().remove("previous_version");
-    install["counters"]["users"] = json!(10);
-    install["attributes"]["php_version"] = json!("8.1");
+    let install = ReportBuilder::new()
+        .install()
+        .version("4.9.0")
+        .counter("users", 10)
+        .attribute("php_version", "8.1")
+        .build();
     assert_eq!(app.post_report(&install).await.status, 202);
 
-    let mut update = sample_report();
-    update["instance_id"] = install["instance_id"].clone();
-    update["counters"]["users"] = json!(12);
+    let update = ReportBuilder::new()
+        .instance_of(&install)
+        .counter("users", 12)
+        .build();
     assert_eq!(app.post_report(&update).await.status, 202);
 
-    let db = &app.db;
-    assert_eq!(db.count("instances"), 1, "one snapshot per instance");
-    let mut conn = db.conn();
-    let version_count = |conn: &mut anonstats::db::DbConn, v: &str| {
-        scalar(conn, &format!("SELECT CAST(COALESCE(SUM(instances), 0) AS BIGINT) AS n FROM instance_values WHERE kind = 'version' AND value = '{v}'"))
-    };
-    assert_eq!(version_count(&mut conn, "4.9.0"), 0);
-    assert_eq!(version_count(&mut conn, "4.10.1"), 1);
+    let stored = app.db.inspect();
+    assert_eq!(stored.instances().len(), 1, "one snapshot per instance");
+    let values = stored.values();
+    assert_eq!(values.version("4.9.0"), 0);
+    assert_eq!(values.version("4.10.1"), 1);
+    assert_eq!(values.attribute("php_version", "8.2"), 1);
+    assert_eq!(values.attribute("php_version", "8.1"), 0);
     assert_eq!(
-        scalar(&mut conn, "SELECT CAST(SUM(instances) AS BIGINT) AS n FROM instance_values WHERE name = 'php_version' AND value = '8.2'"),
-        1
-    );
-    assert_eq!(
-        scalar(&mut conn, "SELECT CAST(SUM(instances) AS BIGINT) AS n FROM instance_values WHERE name = 'php_version' AND value = '8.1'"),
-        0
-    );
-    assert_eq!(
-        scalar(
-            &mut conn,
-            "SELECT CAST(SUM(total) AS BIGINT) AS n FROM instance_counters WHERE counter = 'users'"
-        ),
+        stored.counters().total("users"),
         12,
         "counter totals follow the latest snapshot"
     );
-    assert_eq!(db.reports("event = 'install'"), 1);
-    assert_eq!(db.reports("event = 'update'"), 1);
+    let events = stored.events();
+    assert_eq!(events.reports_where(|e| e.event == "install"), 1);
+    assert_eq!(events.reports_where(|e| e.event == "update"), 1);
 }
 on_both_backends!(update_replaces_the_instance_snapshot);
 
@@ -133,22 +111,17 @@ async fn retried_report_is_never_counted_twice(db: TestDb) {
     let first = app.post_report(&report).await;
     let second = app.post_report(&report).await;
     // Same report_id with another body is still the same report.
-    let mut changed = report.clone();
-    changed["counters"]["users"] = json!(43);
+    let changed = ReportBuilder::from(report.clone())
+        .counter("users", 43)
+        .build();
     let third = app.post_report(&changed).await;
 
     assert_eq!(first.status, 202);
     assert_eq!(second.status, 200);
     assert_eq!(second.json(), json!({"status": "duplicate"}));
     assert_eq!(third.status, 200);
-    assert_eq!(app.db.reports("1 = 1"), 1);
-    assert_eq!(
-        scalar(
-            &mut app.db.conn(),
-            "SELECT CAST(SUM(total) AS BIGINT) AS n FROM instance_counters WHERE counter = 'users'"
-        ),
-        42
-    );
+    assert_eq!(app.db.inspect().reports(), 1);
+    assert_eq!(app.db.inspect().counters().total("users"), 42);
 }
 on_both_backends!(retried_report_is_never_counted_twice);
 
@@ -160,7 +133,7 @@ async fn concurrent_retries_count_once(db: TestDb) {
     let accepted = replies.iter().filter(|r| r.status == 202).count();
     let duplicates = replies.iter().filter(|r| r.status == 200).count();
     assert_eq!((accepted, duplicates), (1, 19));
-    assert_eq!(app.db.reports("1 = 1"), 1);
+    assert_eq!(app.db.inspect().reports(), 1);
 }
 on_both_backends!(concurrent_retries_count_once);
 
@@ -170,22 +143,21 @@ async fn many_concurrent_reports_are_all_stored(db: TestDb) {
     let replies = futures_util::future::join_all(reports.iter().map(|r| app.post_report(r))).await;
 
     assert!(replies.iter().all(|r| r.status == 202));
-    assert_eq!(app.db.reports("1 = 1"), 200);
-    assert_eq!(app.db.count("instances"), 200);
-    assert_eq!(
-        scalar(&mut app.db.conn(), "SELECT CAST(SUM(instances) AS BIGINT) AS n FROM instance_values WHERE kind = 'version'"),
-        200
-    );
+    let stored = app.db.inspect();
+    assert_eq!(stored.reports(), 200);
+    assert_eq!(stored.instances().len(), 200);
+    assert_eq!(stored.values().versions(), 200);
 }
 on_both_backends!(many_concurrent_reports_are_all_stored);
 
 async fn unknown_nested_keys_are_ignored_and_values_outside_catalog_become_other(db: TestDb) {
     let app = spawn_app(db).await;
-    let mut report = sample_report();
-    report["attributes"]["os_family"] = json!("Plan 9 from Bell Labs, host db1.example.com");
-    report["attributes"]["colour"] = json!("blue");
-    report["counters"]["printers"] = json!(3);
-    report["features"]["telepathy"] = json!(true);
+    let report = ReportBuilder::new()
+        .attribute("os_family", "Plan 9 from Bell Labs, host db1.example.com")
+        .attribute("colour", "blue")
+        .counter("printers", 3)
+        .feature("telepathy", true)
+        .build();
 
     let reply = app.post_report(&report).await;
 
@@ -200,11 +172,7 @@ async fn unknown_nested_keys_are_ignored_and_values_outside_catalog_become_other
             "features.telepathy"
         ]
     );
-    let mut conn = app.db.conn();
-    assert_eq!(
-        scalar(&mut conn, "SELECT CAST(SUM(instances) AS BIGINT) AS n FROM instance_values WHERE name = 'os_family' AND value = 'other'"),
-        1
-    );
+    assert_eq!(app.db.inspect().values().attribute("os_family", "other"), 1);
     let text: Vec<String> = app.db.all_text().into_iter().map(|(_, _, v)| v).collect();
     for leaked in [
         "Plan 9",
@@ -232,14 +200,15 @@ async fn collectors_sharing_a_database_share_the_secret(db: TestDb) {
     let TestApp { db, .. } = first;
     assert_eq!(db.url, url);
     let second = spawn_app(db).await;
-    let mut update = sample_report();
-    update["instance_id"] = report["instance_id"].clone();
-    update["version"] = json!("4.11.0");
-    update["previous_version"] = json!("4.10.1");
+    let update = ReportBuilder::new()
+        .instance_of(&report)
+        .version("4.11.0")
+        .previous_version("4.10.1")
+        .build();
     assert_eq!(second.post_report(&update).await.status, 202);
 
-    assert_eq!(second.db.count("instances"), 1);
-    assert_eq!(second.db.count("settings"), 1);
+    assert_eq!(second.db.inspect().instances().len(), 1);
+    assert_eq!(second.db.inspect().settings().len(), 1);
 }
 on_both_backends!(collectors_sharing_a_database_share_the_secret);
 
@@ -248,15 +217,15 @@ async fn configured_secret_is_used_and_not_stored(db: TestDb) {
     let app = spawn_app_with(db, |c| c.secret = Some(secret.into())).await;
     assert_eq!(app.post_report(&sample_report()).await.status, 202);
     assert_eq!(
-        app.db.count("settings"),
+        app.db.inspect().settings().len(),
         1,
         "only the fingerprint of a configured secret is kept"
     );
-    assert_eq!(
-        app.db
-            .count("settings WHERE name = 'pseudonym_secret_fingerprint'"),
-        1
-    );
+    assert!(app
+        .db
+        .inspect()
+        .settings()
+        .contains_key(anonstats::store::FINGERPRINT_SETTING));
     let text: Vec<String> = app.db.all_text().into_iter().map(|(_, _, v)| v).collect();
     assert!(!text.iter().any(|v| v.contains(secret)));
 }

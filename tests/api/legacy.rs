@@ -2,8 +2,8 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use crate::helpers::*;
 use crate::on_both_backends;
+use crate::support::*;
 
 const INSTANCE: &str = "0b6e2c0e-9d55-4a7e-8d2a-5b0e9c7f3a11";
 
@@ -40,25 +40,21 @@ async fn passbolt_1x_request_is_accepted_and_mapped(db: TestDb) {
         response.contains("InstallStatistic[logs_count]"),
         "logs_count is listed as ignored"
     );
-    let db = &app.db;
-    assert_eq!(db.reports("event = 'install' AND version = '1.6.10'"), 1);
-    let mut conn = db.conn();
+    let stored = app.db.inspect();
     assert_eq!(
-        scalar(
-            &mut conn,
-            "SELECT total AS n FROM instance_counters WHERE counter = 'users'"
-        ),
-        42
+        stored
+            .events()
+            .reports_where(|e| e.event == "install" && e.version == "1.6.10"),
+        1
     );
+    let counters = stored.counters();
+    assert_eq!(counters.total("users"), 42);
+    assert_eq!(counters.total("resources"), 1234);
     assert_eq!(
-        scalar(
-            &mut conn,
-            "SELECT total AS n FROM instance_counters WHERE counter = 'resources'"
-        ),
-        1234
-    );
-    assert_eq!(
-        scalar(&mut conn, "SELECT COUNT(*) AS n FROM instance_counters WHERE counter NOT IN ('users', 'resources')"),
+        counters
+            .iter()
+            .filter(|c| !["users", "resources"].contains(&c.counter.as_str()))
+            .count(),
         0,
         "logs_count is not stored"
     );
@@ -80,19 +76,25 @@ async fn install_report_after_upgrade_counts_as_update(db: TestDb) {
         .unwrap();
         assert!(response.starts_with("HTTP/1.1 202"), "{response}");
     }
-    let db = &app.db;
-    assert_eq!(db.reports("event = 'install' AND version = '1.6.9'"), 1);
+    let stored = app.db.inspect();
+    let events = stored.events();
     assert_eq!(
-        db.reports("event = 'update' AND version = '1.6.10' AND previous_version = '1.6.9'"),
+        events.reports_where(|e| e.event == "install" && e.version == "1.6.9"),
+        1
+    );
+    assert_eq!(
+        events.reports_where(|e| e.event == "update"
+            && e.version == "1.6.10"
+            && e.previous_version == "1.6.9"),
         1,
         "the stored version tells an update from a fresh install"
     );
     assert_eq!(
-        db.reports("event = 'install' AND version = '1.6.10'"),
+        events.reports_where(|e| e.event == "install" && e.version == "1.6.10"),
         1,
         "same version again is a re-install"
     );
-    assert_eq!(db.count("instances"), 1);
+    assert_eq!(stored.instances().len(), 1);
 }
 on_both_backends!(install_report_after_upgrade_counts_as_update);
 
@@ -140,6 +142,6 @@ async fn legacy_validation_errors_are_problems(db: TestDb) {
         )
         .await;
     assert_eq!(reply.status, 415);
-    assert_eq!(app.db.count("daily_events"), 0);
+    assert_eq!(app.db.inspect().events().len(), 0);
 }
 on_both_backends!(legacy_validation_errors_are_problems);

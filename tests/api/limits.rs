@@ -2,10 +2,8 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use diesel::connection::SimpleConnection;
-
-use crate::helpers::*;
 use crate::on_both_backends;
+use crate::support::*;
 
 async fn post_raw(port: u16, request: Vec<u8>) -> String {
     actix_web::rt::task::spawn_blocking(move || {
@@ -55,7 +53,7 @@ async fn oversized_bodies_get_413_without_being_read(db: TestDb) {
         .post("/api/v1/reports", "application/json", fits.into_bytes())
         .await;
     assert_eq!(reply.status, 400);
-    assert_eq!(app.db.count("daily_events"), 0);
+    assert_eq!(app.db.inspect().events().len(), 0);
 }
 on_both_backends!(oversized_bodies_get_413_without_being_read);
 
@@ -80,7 +78,7 @@ async fn wrong_content_type_gets_415(db: TestDb) {
         .post("/api/v1/reports", "application/json; charset=utf-8", body)
         .await;
     assert_eq!(reply.status, 202, "parameters of the media type are fine");
-    assert_eq!(app.db.reports("1 = 1"), 1);
+    assert_eq!(app.db.inspect().reports(), 1);
 }
 on_both_backends!(wrong_content_type_gets_415);
 
@@ -89,30 +87,9 @@ on_both_backends!(wrong_content_type_gets_415);
 /// stored; once the database is back, reports are stored again.
 async fn database_outage_and_full_queue_give_503(db: TestDb) {
     let app = spawn_app_with(db, |c| c.writer.queue_capacity = 2).await;
-    let mut blocker = app.db.conn();
-    match app.db.backend {
-        // Another process holds the write lock for longer than busy_timeout.
-        Backend::Sqlite => blocker.batch_execute("BEGIN EXCLUSIVE").unwrap(),
-        // The database goes away under the collector.
-        Backend::Postgres => {
-            let admin = std::env::var(POSTGRES_ENV).unwrap();
-            let name = app.db.database_name().to_owned();
-            drop(blocker);
-            let mut admin = anonstats::db::Manager::new(&admin).establish().unwrap();
-            // The collector's pools may reconnect between the two statements.
-            for attempt in 1.. {
-                let renamed = admin.batch_execute(&format!(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'; ALTER DATABASE {name} RENAME TO {name}_gone"
-                ));
-                match renamed {
-                    Ok(()) => break,
-                    Err(e) if attempt >= 20 => panic!("cannot take {name} away: {e}"),
-                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
-                }
-            }
-            blocker = admin;
-        }
-    }
+    // SQLite: another process holds the write lock for longer than
+    // busy_timeout. PostgreSQL: the database goes away under the collector.
+    let outage = app.db.take_away();
 
     let reports: Vec<_> = (0..8).map(|_| sample_report()).collect();
     let replies = futures_util::future::join_all(reports.iter().map(|r| app.post_report(r))).await;
@@ -151,17 +128,9 @@ async fn database_outage_and_full_queue_give_503(db: TestDb) {
         assert!(reply.header("retry-after").is_some());
     }
 
-    match app.db.backend {
-        Backend::Sqlite => blocker.batch_execute("ROLLBACK").unwrap(),
-        Backend::Postgres => {
-            let name = app.db.database_name().to_owned();
-            blocker
-                .batch_execute(&format!("ALTER DATABASE {name}_gone RENAME TO {name}"))
-                .unwrap();
-        }
-    }
+    outage.bring_back();
     assert_eq!(
-        app.db.reports("1 = 1"),
+        app.db.inspect().reports(),
         0,
         "nothing was stored during the outage"
     );
@@ -177,6 +146,6 @@ async fn database_outage_and_full_queue_give_503(db: TestDb) {
         actix_web::rt::time::sleep(std::time::Duration::from_millis(250)).await;
     }
     assert_eq!(stored, 1, "the collector resumes by itself");
-    assert_eq!(app.db.reports("1 = 1"), 1);
+    assert_eq!(app.db.inspect().reports(), 1);
 }
 on_both_backends!(database_outage_and_full_queue_give_503);

@@ -1,17 +1,16 @@
 //! Integration tests: the real collector on port 0, a fresh database per
 //! test, the same bodies on SQLite and (when `ANONSTATS_TEST_POSTGRES_URL`
-//! is set) on PostgreSQL.
+//! is set) on PostgreSQL. What the tests share is in [`support`].
 
 // Test code: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used)]
 
-mod helpers;
+mod support;
 
 mod abuse;
 mod architecture;
 mod client;
 mod consent;
-mod consistency;
 mod dashboard;
 mod docs_commands;
 mod durability;
@@ -36,7 +35,6 @@ mod simulate;
 mod stats;
 mod stats_consistency;
 mod stats_privacy;
-mod stats_seed;
 mod stats_windows;
 mod storage_errors;
 mod validation;

@@ -8,8 +8,8 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::helpers::TestDb;
-use crate::on_both_backends;
+use crate::on_both_backends_sync;
+use crate::support::TestDb;
 
 /// Longer than any check needs, shorter than the pool's 2 s connection
 /// timeout that a refused URL used to wait for.
@@ -215,8 +215,9 @@ fn an_unwritable_directory_is_named_with_the_reason() {
         {
             let _ = writeln!(
                 std::io::stderr(),
-                "skipped newcomer::an_unwritable_directory_is_named_with_the_reason: \
-                 running as root without setpriv"
+                "skipped {}::an_unwritable_directory_is_named_with_the_reason: \
+                 running as root without setpriv",
+                module_path!()
             );
             return;
         }
@@ -267,7 +268,7 @@ fn relative_sqlite_paths_and_sqlite_urls_still_work() {
 
 /// Every command that reads an existing database accepts it, on either
 /// backend: the checks refuse mistakes only.
-async fn commands_accept_an_existing_database(db: TestDb) {
+fn commands_accept_an_existing_database(db: TestDb) {
     drop(anonstats::db::prepare_database(&db.url, 1).expect("migrate"));
     let dir = tempfile::tempdir().unwrap();
     for args in [
@@ -296,4 +297,4 @@ async fn commands_accept_an_existing_database(db: TestDb) {
         "files were created"
     );
 }
-on_both_backends!(commands_accept_an_existing_database);
+on_both_backends_sync!(commands_accept_an_existing_database);

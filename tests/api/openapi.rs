@@ -12,12 +12,13 @@ use actix_web::http::Method;
 use diesel::connection::SimpleConnection;
 use serde_json::{json, Value};
 
-use crate::helpers::*;
 use crate::on_both_backends;
-use crate::stats_seed::{install, seed, times, update};
+use crate::support::release::publish_seeded;
+use crate::support::seed::{install, seed, times, update};
+use crate::support::*;
 
 /// The document as kept in the repository.
-const DOCUMENT: &str = include_str!("../../assets/openapi.json");
+const DOCUMENT: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/openapi.json"));
 
 /// Every (method, route) the collector serves. A route added to the server
 /// belongs here and in the document; the test fails until both list it.
@@ -484,7 +485,7 @@ async fn document_lists_exactly_the_served_routes(db: TestDb) {
     let app = spawn_app(db).await;
     // The public release routes answer 404 until a release exists; the
     // document's example date is 2026-12-01.
-    crate::releases::publish_seeded(&app.db, day("2026-12-01"), 1);
+    publish_seeded(&app.db, day("2026-12-01"), 1);
     let (_, contract) = served_contract(&app).await;
 
     let documented = contract.operations();
@@ -531,7 +532,7 @@ async fn releases_of_both_formats_match_the_documented_schema(db: TestDb) {
     let mut records = times(40, || install(3, "4.9.0"));
     records.extend(times(40, || update(0, "4.9.0", "4.10.1")));
     seed(&app.db, &records);
-    crate::releases::publish_with(&app.db, 1e4, test_today(), 7).unwrap();
+    crate::support::release::publish_with(&app.db, 1e4, test_today(), 7).unwrap();
     let contract = Contract::new(serde_json::from_str(DOCUMENT).unwrap());
     let schema = "#/components/schemas/Release";
     let body = app
@@ -581,48 +582,6 @@ async fn releases_of_both_formats_match_the_documented_schema(db: TestDb) {
 }
 on_both_backends!(releases_of_both_formats_match_the_documented_schema);
 
-/// Takes the database away from a running collector: SQLite is locked by
-/// another connection, a PostgreSQL database is renamed. Returns the
-/// connection that undoes it.
-fn take_database_away(db: &TestDb) -> anonstats::db::DbConn {
-    match db.backend {
-        Backend::Sqlite => {
-            let mut blocker = db.conn();
-            blocker.batch_execute("BEGIN EXCLUSIVE").unwrap();
-            blocker
-        }
-        Backend::Postgres => {
-            let name = db.database_name().to_owned();
-            let admin = std::env::var(POSTGRES_ENV).unwrap();
-            let mut admin = anonstats::db::Manager::new(&admin).establish().unwrap();
-            // The collector may reconnect between the two statements.
-            for attempt in 1.. {
-                let renamed = admin.batch_execute(&format!(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'; ALTER DATABASE {name} RENAME TO {name}_gone"
-                ));
-                match renamed {
-                    Ok(()) => break,
-                    Err(e) if attempt >= 10 => panic!("cannot take {name} away: {e}"),
-                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
-                }
-            }
-            admin
-        }
-    }
-}
-
-fn bring_database_back(db: &TestDb, mut blocker: anonstats::db::DbConn) {
-    match db.backend {
-        Backend::Sqlite => blocker.batch_execute("ROLLBACK").unwrap(),
-        Backend::Postgres => {
-            let name = db.database_name().to_owned();
-            blocker
-                .batch_execute(&format!("ALTER DATABASE {name}_gone RENAME TO {name}"))
-                .unwrap();
-        }
-    }
-}
-
 /// Drives the real collector into every documented status of every route
 /// and checks each answer against the document.
 async fn every_documented_status_is_reached_and_matches_its_schema(db: TestDb) {
@@ -647,8 +606,7 @@ async fn every_documented_status_is_reached_and_matches_its_schema(db: TestDb) {
     seen.add("post", "/api/v1/reports", "new report", r);
     let r = app.post_report(&report).await;
     seen.add("post", "/api/v1/reports", "same report_id", r);
-    let mut unknown_keys = sample_report();
-    unknown_keys["attributes"]["colour"] = json!("blue");
+    let unknown_keys = ReportBuilder::new().attribute("colour", "blue").build();
     let r = app.post_report(&unknown_keys).await;
     seen.add("post", "/api/v1/reports", "unknown attribute", r);
     let r = app
@@ -718,7 +676,7 @@ async fn every_documented_status_is_reached_and_matches_its_schema(db: TestDb) {
     let latest = "/api/v1/public/releases/latest";
     let r = app.get_anonymous(latest).await;
     seen.add("get", latest, "none yet", r);
-    crate::releases::publish_seeded(&app.db, test_today(), 1);
+    publish_seeded(&app.db, test_today(), 1);
     let day = test_today().to_string();
     for (route, template) in [
         (
@@ -940,8 +898,7 @@ async fn every_documented_status_is_reached_and_matches_its_schema(db: TestDb) {
     )
     .await;
     seen.add("post", "/statistics/install.json", "rate limited", r);
-    let mut same_instance = sample_report();
-    same_instance["instance_id"] = first["instance_id"].clone();
+    let same_instance = ReportBuilder::new().instance_of(&first).build();
     let body = same_instance.to_string();
     let r = raw(
         &app,
@@ -1128,7 +1085,7 @@ async fn every_documented_status_is_reached_and_matches_its_schema(db: TestDb) {
 
     // The database goes away while reports come in.
     let app = spawn_app_with(TestDb::new(backend), |c| c.writer.queue_capacity = 2).await;
-    let blocker = take_database_away(&app.db);
+    let outage = app.db.take_away();
     let reports: Vec<Value> = (0..8).map(|_| sample_report()).collect();
     let replies = futures_util::future::join_all(reports.iter().map(|r| app.post_report(r))).await;
     for r in replies {
@@ -1140,7 +1097,7 @@ async fn every_documented_status_is_reached_and_matches_its_schema(db: TestDb) {
     seen.add("post", "/statistics/install.json", "database away", r);
     let r = app.get("/readyz").await;
     seen.add("get", "/readyz", "database away", r);
-    bring_database_back(&app.db, blocker);
+    outage.bring_back();
     app.stop().await;
 
     // Every answer matches the document...
@@ -1181,15 +1138,15 @@ async fn request_schemas_agree_with_the_server(db: TestDb) {
     let (_, contract) = served_contract(&app).await;
     let v1 = "#/paths/~1api~1v1~1reports/post/requestBody/content/application~1json/schema";
     let with = |changes: Value| {
-        let mut r = sample_report();
+        let mut r = ReportBuilder::new();
         for (k, v) in changes.as_object().unwrap() {
-            if v == "<remove>" {
-                r.as_object_mut().unwrap().remove(k);
+            r = if v == "<remove>" {
+                r.without(k)
             } else {
-                r[k] = v.clone();
-            }
+                r.field(k, v.clone())
+            };
         }
-        r
+        r.build()
     };
     let install = json!({"event": "install", "previous_version": "<remove>"});
     let cases = [

@@ -1,9 +1,7 @@
 //! `GET /metrics` and readiness.
 
-use serde_json::json;
-
-use crate::helpers::*;
-use crate::on_both_backends;
+use crate::support::*;
+use crate::{on_both_backends, on_both_backends_sync};
 
 /// The value of one sample line (`name{labels} value`) of an exposition.
 pub fn sample(metrics: &str, series: &str) -> Option<f64> {
@@ -19,9 +17,10 @@ async fn metrics_count_outcomes_with_fixed_labels_only(db: TestDb) {
     let instance_id = report["instance_id"].as_str().unwrap().to_owned();
     assert_eq!(app.post_report(&report).await.status, 202);
     assert_eq!(app.post_report(&report).await.status, 200);
-    let mut bad = sample_report();
-    bad["colour"] = json!("blue");
-    bad["counters"]["users"] = json!(-1);
+    let bad = ReportBuilder::new()
+        .field("colour", "blue")
+        .counter("users", -1)
+        .build();
     assert_eq!(app.post_report(&bad).await.status, 400);
     assert_eq!(
         app.post("/api/v1/reports", "text/plain", b"{}".to_vec())
@@ -101,7 +100,7 @@ async fn readiness_reports_queue_and_writer(db: TestDb) {
 }
 on_both_backends!(readiness_reports_queue_and_writer);
 
-async fn text_logs_written_to_a_file_carry_no_colour_escapes(db: TestDb) {
+fn text_logs_written_to_a_file_carry_no_colour_escapes(db: TestDb) {
     // As under systemd, `docker logs` or `2> log`: stderr is a file.
     let dir = tempfile::tempdir().unwrap();
     let log_path = dir.path().join("collector.log");
@@ -147,4 +146,4 @@ async fn text_logs_written_to_a_file_carry_no_colour_escapes(db: TestDb) {
         "escape bytes in the log file: {text:?}"
     );
 }
-on_both_backends!(text_logs_written_to_a_file_carry_no_colour_escapes);
+on_both_backends_sync!(text_logs_written_to_a_file_carry_no_colour_escapes);

@@ -49,7 +49,7 @@ fn php_client_phpunit_suite() {
         // The collectors and stats runs it starts share the suite's day.
         .env(
             anonstats::clock::TODAY_ENV,
-            crate::helpers::test_today().to_string(),
+            crate::support::test_today().to_string(),
         )
         .env_remove("ANONSTATS_CLIENT_CONFIG")
         .env_remove("ANONSTATS_COLLECTOR")

@@ -10,8 +10,8 @@ use anonstats::catalog::Catalog;
 use anonstats::validation::is_valid_version;
 use serde_json::{json, Value};
 
-use crate::helpers::*;
 use crate::on_both_backends;
+use crate::support::*;
 
 const SOURCE: Ipv4Addr = Ipv4Addr::new(127, 83, 91, 27);
 const FORWARDED_FOR: &str = "198.51.100.23";
@@ -73,8 +73,9 @@ async fn nothing_identifying_is_stored_logged_or_returned(db: TestDb) {
     let legacy = format!(
         "InstallStatistic%5Binstance_id%5D={INSTANCE_ID}&InstallStatistic%5Bcontext%5D=install&InstallStatistic%5Busers_count%5D=8&InstallStatistic%5Bversion%5D=4.10.2"
     );
-    let mut bad = report.clone();
-    bad["counters"]["users"] = json!(-1);
+    let bad = ReportBuilder::from(report.clone())
+        .counter("users", -1)
+        .build();
     let requests = [
         request("/api/v1/reports", "application/json", &report.to_string()),
         request("/api/v1/reports", "application/json", &report.to_string()),
@@ -133,15 +134,14 @@ on_both_backends!(nothing_identifying_is_stored_logged_or_returned);
 /// a UTC day.
 async fn stored_values_are_closed_vocabulary_and_days(db: TestDb) {
     let app = spawn_app(db).await;
-    let mut report = sample_report();
-    report["attributes"]["os_family"] = json!("<script>alert(1)</script>");
-    report["attributes"]["php_version"] = json!("8.2'); DROP TABLE instances; --");
+    let report = ReportBuilder::new()
+        .attribute("os_family", "<script>alert(1)</script>")
+        .attribute("php_version", "8.2'); DROP TABLE instances; --")
+        .build();
     assert_eq!(app.post_report(&report).await.status, 202);
-    let mut update = sample_report();
-    update["instance_id"] = report["instance_id"].clone();
+    let update = ReportBuilder::new().instance_of(&report).build();
     assert_eq!(app.post_report(&update).await.status, 202);
-    let mut anonymous = sample_report();
-    anonymous.as_object_mut().unwrap().remove("instance_id");
+    let anonymous = ReportBuilder::new().anonymous().build();
     assert_eq!(app.post_report(&anonymous).await.status, 202);
 
     let catalog = Catalog::builtin();

@@ -9,7 +9,7 @@ use chrono::NaiveDate;
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 
-use crate::helpers::sample_report;
+use crate::support::sample_report;
 
 /// Cases per property; the corpus in `hostile.rs` covers the known shapes,
 /// these explore around them.

@@ -7,50 +7,20 @@
 
 use std::process::Command;
 
-use anonstats::catalog::Catalog;
-use anonstats::publication;
-use anonstats::release::{self, Mechanism, ReleaseError, Settings, Stored};
+use anonstats::release::{self, ReleaseError, Stored};
 use chrono::{Duration, NaiveDate};
-use rand_dp::rngs::StdRng;
-use rand_dp::SeedableRng;
 use serde_json::Value;
 
-use crate::helpers::*;
-use crate::on_both_backends;
-use crate::stats_seed::{install, seed, times, update, RecordExt};
+use crate::support::browser::{chart_values, chromium, run_chromium};
+use crate::support::release::{publish_seeded, publish_with};
+use crate::support::seed::{install, seed, times, update, RecordExt};
+use crate::support::*;
+use crate::{on_both_backends, on_both_backends_sync};
 
 /// A budget large enough that sigma is about 1.75 (threshold 9) for the
 /// built-in catalog's 23 histograms at the weekly cadence: small seeded
 /// populations then show.
 const TEST_BUDGET: f64 = 200.0;
-
-fn settings(budget: f64) -> Settings {
-    Settings {
-        budget,
-        ..Settings::default()
-    }
-}
-
-/// Publishes the release of `date` with a seeded mechanism.
-pub fn publish_with(
-    db: &TestDb,
-    budget: f64,
-    date: NaiveDate,
-    seed: u64,
-) -> Result<Stored, ReleaseError> {
-    publication::publish(
-        &mut db.conn(),
-        &Catalog::builtin(),
-        &settings(budget),
-        date,
-        &mut Mechanism::with_rng(StdRng::seed_from_u64(seed)),
-    )
-}
-
-/// Publishes the release of `date` at the default budget.
-pub fn publish_seeded(db: &TestDb, date: NaiveDate, seed: u64) -> Stored {
-    publish_with(db, release::DEFAULT_BUDGET, date, seed).expect("publish a release")
-}
 
 /// The population of the closeness tests: 100 installs, 60 on 4.10.1 and
 /// 40 on 4.9.0, half with MFA on, first seen over the last 20 days.
@@ -388,7 +358,13 @@ async fn upgrades_and_updates_count_each_install_once_and_none_erased(db: TestDb
             .map(|id| report_of(id, Some("4.8.0"), "4.10.1")),
     );
     post_all(&app, reports).await;
-    assert_eq!(app.db.reports("event = 'update'"), 30 + 50 + 3 + 2);
+    assert_eq!(
+        app.db
+            .inspect()
+            .events()
+            .reports_where(|e| e.event == "update"),
+        30 + 50 + 3 + 2
+    );
 
     let stored = publish_with(&app.db, TEST_BUDGET, today, 21).unwrap();
     let r: Value = serde_json::from_str(&stored.body).unwrap();
@@ -632,7 +608,7 @@ async fn serve_publishes_once_per_period(db: TestDb) {
 on_both_backends!(serve_publishes_once_per_period);
 
 async fn the_public_page_draws_the_latest_release(db: TestDb) {
-    let Some(browser) = crate::dashboard::chromium() else {
+    let Some(browser) = chromium() else {
         eprintln!("skipped public page browser test: Chromium not found (apt-get install chromium, or set CHROMIUM)");
         return;
     };
@@ -644,7 +620,7 @@ async fn the_public_page_draws_the_latest_release(db: TestDb) {
     let r = stored.release().unwrap();
     let url = format!("{}/public", app.address);
     let dom = actix_web::rt::task::spawn_blocking(move || {
-        crate::dashboard::run_chromium(&browser, &url, "UTC", &["--dump-dom"])
+        run_chromium(&browser, &url, "UTC", &["--dump-dom"])
     })
     .await
     .unwrap();
@@ -653,14 +629,14 @@ async fn the_public_page_draws_the_latest_release(db: TestDb) {
         dom.contains(r#"<pre id="errors" hidden="""#),
         "no script error: {dom}"
     );
-    let drawn = crate::dashboard::chart_values(&dom, "versions", "data-key");
+    let drawn = chart_values(&dom, "versions", "data-key");
     let expected: Vec<(String, String)> = r
         .versions
         .iter()
         .map(|v| (v.version.clone(), v.installs.to_string()))
         .collect();
     assert_eq!(drawn, expected);
-    let drawn = crate::dashboard::chart_values(&dom, "upgrades", "data-key");
+    let drawn = chart_values(&dom, "upgrades", "data-key");
     let expected: Vec<(String, String)> = r
         .upgrades
         .iter()
@@ -673,7 +649,7 @@ async fn the_public_page_draws_the_latest_release(db: TestDb) {
     assert_eq!(drawn, expected);
     let updated = r.events.monthly.iter().filter(|m| m.updated.is_some());
     assert_eq!(
-        crate::dashboard::chart_values(&dom, "updated", "data-key").len(),
+        chart_values(&dom, "updated", "data-key").len(),
         updated.count()
     );
     // Each figure shows its noise as ± 2 sigma.
@@ -721,7 +697,7 @@ fn status_at(port: u16, path: &str) -> u16 {
         .unwrap_or_else(|| panic!("no status: {answer}"))
 }
 
-async fn releases_can_be_left_to_the_release_command(db: TestDb) {
+fn releases_can_be_left_to_the_release_command(db: TestDb) {
     let mut quiet = CollectorProcess::start(&db, &["--no-release-schedule"], &[]);
     std::thread::sleep(std::time::Duration::from_millis(1500));
     assert_eq!(status_at(quiet.port, "/api/v1/public/releases/latest"), 404);
@@ -739,4 +715,4 @@ async fn releases_can_be_left_to_the_release_command(db: TestDb) {
     assert_eq!(status, 200, "without the flag, serve publishes at start");
     scheduled.signal_and_wait("TERM");
 }
-on_both_backends!(releases_can_be_left_to_the_release_command);
+on_both_backends_sync!(releases_can_be_left_to_the_release_command);

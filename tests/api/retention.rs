@@ -9,11 +9,10 @@ use anonstats::db::prepare_database;
 use anonstats::store;
 use anonstats::validation::parse_v1;
 use chrono::{Days, NaiveDate};
-use serde_json::json;
 
-use crate::consistency::assert_aggregates_match_instances;
-use crate::helpers::*;
-use crate::on_both_backends;
+use crate::support::oracle::assert_aggregates_match_instances;
+use crate::support::*;
+use crate::{on_both_backends, on_both_backends_sync};
 
 fn days_ago(n: u64) -> NaiveDate {
     test_today() - Days::new(n)
@@ -53,9 +52,7 @@ fn store_reports_in_batches(db: &TestDb, reports: &[(serde_json::Value, NaiveDat
 }
 
 fn instance_report(users: i64) -> serde_json::Value {
-    let mut r = sample_report();
-    r["counters"]["users"] = json!(users);
-    r
+    ReportBuilder::new().counter("users", users).build()
 }
 
 fn run_prune(db: &TestDb, args: &[&str]) -> String {
@@ -85,47 +82,44 @@ async fn prune_deletes_old_snapshots_and_their_aggregates_but_keeps_event_counts
             (recent.clone(), days_ago(10)),
         ],
     );
-    let events_before = db.reports("1 = 1");
-    assert_eq!(db.count("instances"), 3);
+    let events_before = db.inspect().reports();
+    assert_eq!(db.inspect().instances().len(), 3);
 
     let summary = run_prune(&db, &[]);
 
     assert!(summary.contains("pruned 2 instances"), "{summary}");
     assert_eq!(
-        db.count("instances"),
+        db.inspect().instances().len(),
         1,
         "only the instance seen 10 days ago stays"
     );
-    assert_eq!(db.reports("1 = 1"), events_before, "event counts are kept");
-    assert_aggregates_match_instances(&db);
-    let mut conn = db.conn();
     assert_eq!(
-        scalar(
-            &mut conn,
-            "SELECT COUNT(*) AS n FROM instance_values WHERE instances = 0"
-        ),
+        db.inspect().reports(),
+        events_before,
+        "event counts are kept"
+    );
+    assert_aggregates_match_instances(&db);
+    let stored = db.inspect();
+    assert_eq!(
+        stored.values().iter().filter(|v| v.instances == 0).count(),
         0,
         "rows that reached zero are deleted"
     );
-    assert_eq!(
-        scalar(&mut conn, "SELECT CAST(COALESCE(SUM(total), 0) AS BIGINT) AS n FROM instance_counters WHERE counter = 'users'"),
-        42
-    );
+    assert_eq!(stored.counters().total("users"), 42);
     // The two reports 401 and 500 days old had their dedupe keys deleted
     // (default window 30 days); the recent one is still a duplicate.
-    assert_eq!(db.count("seen_reports"), 1);
+    assert_eq!(db.inspect().seen_reports().len(), 1);
     // A pruned instance that reports again is counted as new.
     let app = spawn_app(db).await;
-    let mut back = sample_report();
-    back["instance_id"] = stale["instance_id"].clone();
+    let back = ReportBuilder::new().instance_of(&stale).build();
     assert_eq!(app.post_report(&back).await.status, 202);
     assert_eq!(app.post_report(&recent).await.status, 200);
-    assert_eq!(app.db.count("instances"), 2);
+    assert_eq!(app.db.inspect().instances().len(), 2);
     assert_aggregates_match_instances(&app.db);
 }
 on_both_backends!(prune_deletes_old_snapshots_and_their_aggregates_but_keeps_event_counts);
 
-async fn prune_goes_through_more_instances_than_one_chunk(db: TestDb) {
+fn prune_goes_through_more_instances_than_one_chunk(db: TestDb) {
     // Stale and recent instances interleave in key order (their keys are
     // keyed hashes) over more than two chunks of the retention scan.
     let reports: Vec<_> = (0..2300)
@@ -139,17 +133,17 @@ async fn prune_goes_through_more_instances_than_one_chunk(db: TestDb) {
         })
         .collect();
     store_reports_in_batches(&db, &reports, 500);
-    assert_eq!(db.count("instances"), 2300);
+    assert_eq!(db.inspect().instances().len(), 2300);
 
     let summary = run_prune(&db, &[]);
 
     assert!(summary.contains("pruned 1150 instances"), "{summary}");
-    assert_eq!(db.count("instances"), 1150);
+    assert_eq!(db.inspect().instances().len(), 1150);
     assert_aggregates_match_instances(&db);
 }
-on_both_backends!(prune_goes_through_more_instances_than_one_chunk);
+on_both_backends_sync!(prune_goes_through_more_instances_than_one_chunk);
 
-async fn prune_honours_its_flags(db: TestDb) {
+fn prune_honours_its_flags(db: TestDb) {
     store_reports_on(
         &db,
         &[
@@ -165,8 +159,8 @@ async fn prune_honours_its_flags(db: TestDb) {
         summary.contains("pruned 2 instances, 2 dedupe keys"),
         "{summary}"
     );
-    assert_eq!(db.count("instances"), 1);
-    assert_eq!(db.count("seen_reports"), 1);
+    assert_eq!(db.inspect().instances().len(), 1);
+    assert_eq!(db.inspect().seen_reports().len(), 1);
     assert_aggregates_match_instances(&db);
     let refused = Command::new(env!("CARGO_BIN_EXE_anonstats"))
         .args(["prune", "--database", &db.url, "--dedupe-days", "3"])
@@ -177,9 +171,9 @@ async fn prune_honours_its_flags(db: TestDb) {
         "a dedupe window under 7 days is refused"
     );
 }
-on_both_backends!(prune_honours_its_flags);
+on_both_backends_sync!(prune_honours_its_flags);
 
-async fn serve_prunes_periodically(db: TestDb) {
+fn serve_prunes_periodically(db: TestDb) {
     store_reports_on(
         &db,
         &[
@@ -190,7 +184,7 @@ async fn serve_prunes_periodically(db: TestDb) {
     let collector = CollectorProcess::start(&db, &["--retain-days", "30"], &[]);
 
     let deadline = Instant::now() + Duration::from_secs(20);
-    while db.count("instances") != 1 {
+    while db.inspect().instances().len() != 1 {
         assert!(
             Instant::now() < deadline,
             "no retention run: {}",
@@ -209,7 +203,7 @@ async fn serve_prunes_periodically(db: TestDb) {
         &[],
     );
     collector.signal_and_wait("TERM");
-    assert_eq!(db.count("instances"), 2);
+    assert_eq!(db.inspect().instances().len(), 2);
     assert!(!collector.logs().contains("retention run finished"));
 }
-on_both_backends!(serve_prunes_periodically);
+on_both_backends_sync!(serve_prunes_periodically);

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use anonstats::store;
 use serde_json::Value;
 
-use crate::helpers::*;
-use crate::on_both_backends;
+use crate::support::*;
+use crate::{on_both_backends, on_both_backends_sync};
 
 const SECRET_A: &str = "first-configured-secret-0123456789abcdef";
 const SECRET_B: &str = "second-configured-secret-0123456789abcdef";
@@ -101,15 +101,16 @@ async fn collect(db: TestDb, secret: Option<&str>) -> TestDb {
     let secret = secret.map(str::to_owned);
     let app = spawn_app_with(db, move |c| c.secret = secret).await;
     let first = sample_report();
-    let mut second = sample_report();
-    second["instance_id"] = first["instance_id"].clone();
-    second["previous_version"] = first["version"].clone();
-    second["version"] = Value::from("4.11.0");
+    let second = ReportBuilder::new()
+        .instance_of(&first)
+        .previous_version(first["version"].as_str().unwrap())
+        .version("4.11.0")
+        .build();
     assert_eq!(app.post_report(&first).await.status, 202);
     assert_eq!(app.post_report(&second).await.status, 202);
     app.stop().await;
     let TestApp { db, .. } = app;
-    assert!(db.count("instances") >= 1);
+    assert!(!db.inspect().instances().is_empty());
     db
 }
 
@@ -140,7 +141,7 @@ on_both_backends!(a_secret_set_on_a_database_with_a_generated_one_is_refused);
 async fn rotate_secret_moves_to_the_configured_secret_and_forgets_the_old_one(db: TestDb) {
     let db = collect(db, None).await;
     let old = setting(&db, store::SECRET_SETTING).expect("generated secret");
-    let events = db.reports("1 = 1");
+    let events = db.inspect().reports();
     let before = snapshot(&db);
     let pseudonyms: Vec<String> = before
         .iter()
@@ -166,17 +167,22 @@ async fn rotate_secret_moves_to_the_configured_secret_and_forgets_the_old_one(db
         text(&out)
     );
 
-    for table in [
-        "instances",
-        "seen_reports",
-        "instance_values",
-        "instance_counters",
-        "instance_value_totals",
-        "instance_counter_totals",
+    let stored = db.inspect();
+    for (table, rows) in [
+        ("instances", stored.instances().len()),
+        ("seen_reports", stored.seen_reports().len()),
+        ("instance_values", stored.values().len()),
+        ("instance_counters", stored.counters().len()),
+        ("instance_value_totals", stored.value_totals().len()),
+        ("instance_counter_totals", stored.counter_totals().len()),
     ] {
-        assert_eq!(db.count(table), 0, "{table} is emptied");
+        assert_eq!(rows, 0, "{table} is emptied");
     }
-    assert_eq!(db.reports("1 = 1"), events, "daily event counts are kept");
+    assert_eq!(
+        db.inspect().reports(),
+        events,
+        "daily event counts are kept"
+    );
     assert_eq!(setting(&db, store::SECRET_SETTING), None);
     assert!(setting(&db, store::FINGERPRINT_SETTING).is_some());
     let stored = db.all_text();
@@ -203,7 +209,7 @@ async fn rotate_secret_moves_to_the_configured_secret_and_forgets_the_old_one(db
     // The environment the rotation was run with now serves.
     let app = spawn_app_with(db, |c| c.secret = Some(SECRET_A.into())).await;
     assert_eq!(app.post_report(&sample_report()).await.status, 202);
-    assert_eq!(app.db.count("instances"), 1);
+    assert_eq!(app.db.inspect().instances().len(), 1);
 }
 on_both_backends!(rotate_secret_moves_to_the_configured_secret_and_forgets_the_old_one);
 
@@ -238,7 +244,7 @@ async fn a_changed_or_missing_configured_secret_is_refused(db: TestDb) {
     let db = collect(db, Some(SECRET_B)).await;
     let out = rotate(&db, None, true);
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(db.count("instances"), 0);
+    assert_eq!(db.inspect().instances().len(), 0);
     serve_refused(&db, Some(SECRET_B));
     collect(db, None).await;
 }
@@ -290,7 +296,7 @@ fn mode(path: &std::path::Path) -> u32 {
         & 0o777
 }
 
-async fn serve_creates_private_files_and_says_once_where_the_secret_is(db: TestDb) {
+fn serve_creates_private_files_and_says_once_where_the_secret_is(db: TestDb) {
     let mut first = CollectorProcess::start(&db, &[], &[]);
     assert!(post_to(&first).contains(" 202 "));
     if let Some(path) = db.sqlite_path() {
@@ -322,7 +328,7 @@ async fn serve_creates_private_files_and_says_once_where_the_secret_is(db: TestD
         "said once, when generated"
     );
 }
-on_both_backends!(serve_creates_private_files_and_says_once_where_the_secret_is);
+on_both_backends_sync!(serve_creates_private_files_and_says_once_where_the_secret_is);
 
 #[test]
 fn an_existing_database_file_keeps_the_mode_its_operator_chose() {

@@ -2,9 +2,8 @@
 
 use std::collections::HashMap;
 
-use crate::client::{anonstats, stderr};
-use crate::helpers::*;
 use crate::on_both_backends;
+use crate::support::*;
 
 /// The `name value` lines of the summary.
 fn summary(stdout: &[u8]) -> HashMap<String, i64> {
@@ -43,20 +42,18 @@ async fn simulate_stores_every_report_once(db: TestDb) {
     assert_eq!(s["accepted"], s["sent"]);
     assert_eq!(s["errors"], 0);
     let db = &app.db;
-    assert_eq!(db.reports("1 = 1"), s["sent"]);
-    assert_eq!(db.count("instances"), s["with_id"]);
+    let stored = db.inspect();
+    assert_eq!(stored.reports(), s["sent"]);
+    assert_eq!(stored.instances().len() as i64, s["with_id"]);
     assert!(s["with_id"] <= 30);
-    assert!(db.reports("event = 'update'") > 0);
-    assert_eq!(
-        scalar(&mut db.conn(), "SELECT CAST(SUM(instances) AS BIGINT) AS n FROM instance_values WHERE kind = 'version'"),
-        s["with_id"]
-    );
+    assert!(stored.events().reports_where(|e| e.event == "update") > 0);
+    assert_eq!(stored.values().versions(), s["with_id"]);
     // The same seed plans the same reports, ids included: nothing new.
     assert!(again.status.success(), "{}", stderr(&again));
     let s2 = summary(&again.stdout);
     assert_eq!(s2["duplicates"], s["sent"]);
     assert_eq!(s2["accepted"], 0);
-    assert_eq!(db.reports("1 = 1"), s["sent"]);
+    assert_eq!(db.inspect().reports(), s["sent"]);
 }
 on_both_backends!(simulate_stores_every_report_once);
 
@@ -113,15 +110,22 @@ async fn the_demo_command_gives_a_year_of_daily_history(db: TestDb) {
     // The snapshots keep each install's latest update, which the public
     // releases count: many installs, over many days.
     let db = &app.db;
-    let updated = db.count("instances WHERE upgraded_on IS NOT NULL AND upgraded_from <> ''");
-    assert!(updated * 4 >= db.count("instances"), "{updated} updated");
+    let updated = scalar(&mut db.conn(), "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM instances WHERE upgraded_on IS NOT NULL AND upgraded_from <> ''");
+    assert!(
+        updated * 4
+            >= scalar(
+                &mut db.conn(),
+                "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM instances"
+            ),
+        "{updated} updated"
+    );
     let days = scalar(
         &mut db.conn(),
         "SELECT CAST(COUNT(DISTINCT upgraded_on) AS BIGINT) AS n FROM instances",
     );
     assert!(days >= 100, "latest updates on {days} days");
     assert_eq!(
-        db.count("instances WHERE upgraded_on IS NULL AND upgraded_from <> ''"),
+        scalar(&mut db.conn(), "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM instances WHERE upgraded_on IS NULL AND upgraded_from <> ''"),
         0
     );
     // Marked as synthetic where a person looks: the dashboard, and the
@@ -137,7 +141,7 @@ async fn the_demo_command_gives_a_year_of_daily_history(db: TestDb) {
     assert!(again.status.success(), "{}", stderr(&again));
     let s2 = summary(&again.stdout);
     assert_eq!((s2["accepted"], s2["duplicates"]), (0, s["sent"]));
-    assert_eq!(app.db.reports("1 = 1"), s["sent"]);
+    assert_eq!(app.db.inspect().reports(), s["sent"]);
 }
 on_both_backends!(the_demo_command_gives_a_year_of_daily_history);
 
@@ -153,8 +157,12 @@ async fn the_demo_never_mixes_with_real_reports(db: TestDb) {
         "{}",
         stderr(&out)
     );
-    assert_eq!(app.db.reports("1 = 1"), 1);
-    assert_eq!(app.db.count("settings WHERE name = 'synthetic_data'"), 0);
+    assert_eq!(app.db.inspect().reports(), 1);
+    assert!(!app
+        .db
+        .inspect()
+        .settings()
+        .contains_key(anonstats::store::SYNTHETIC_SETTING));
     assert!(!app.get("/").await.text().contains("synthetic reports"));
     assert!(!app
         .get_anonymous("/public")

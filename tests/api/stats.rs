@@ -2,9 +2,10 @@
 
 use serde_json::{json, Value};
 
-use crate::helpers::*;
-use crate::on_both_backends;
-use crate::stats_seed::*;
+use crate::support::seed::*;
+use crate::support::stats::*;
+use crate::support::*;
+use crate::{on_both_backends, on_both_backends_sync};
 
 /// 12 instances on 4.10.1 (6 of them updated from 4.9.0 today), 6 on 4.9.0
 /// with PHP 8.3 and MFA off; users from 1 to 18.
@@ -295,7 +296,7 @@ fn get_status(port: u16, path: &str, bearer: Option<&str>) -> u16 {
         .unwrap_or_else(|| panic!("no status: {answer}"))
 }
 
-async fn without_a_configured_token_one_is_generated_and_shown_once(db: TestDb) {
+fn without_a_configured_token_one_is_generated_and_shown_once(db: TestDb) {
     let link = regex::Regex::new(r"/signin\?token=([0-9a-f]{64})").unwrap();
     let env = [("ANONSTATS_STATS_TOKEN", "")];
     let mut first = CollectorProcess::start(&db, &[], &env);
@@ -367,7 +368,7 @@ async fn without_a_configured_token_one_is_generated_and_shown_once(db: TestDb) 
     );
     third.signal_and_wait("TERM");
 }
-on_both_backends!(without_a_configured_token_one_is_generated_and_shown_once);
+on_both_backends_sync!(without_a_configured_token_one_is_generated_and_shown_once);
 
 async fn new_reports_show_up_in_the_next_answer(db: TestDb) {
     let app = spawn_app(db).await;

@@ -9,9 +9,10 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 use serde_json::Value;
 
-use crate::helpers::*;
 use crate::on_both_backends;
-use crate::stats_seed::*;
+use crate::support::seed::*;
+use crate::support::stats::*;
+use crate::support::*;
 
 const K: i64 = 5;
 

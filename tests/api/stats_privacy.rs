@@ -5,9 +5,10 @@
 use chrono::Duration;
 use serde_json::{json, Value};
 
-use crate::helpers::*;
 use crate::on_both_backends;
-use crate::stats_seed::*;
+use crate::support::seed::*;
+use crate::support::stats::*;
+use crate::support::*;
 
 const PATHS: [&str; 9] = [
     "/api/v1/stats/summary",

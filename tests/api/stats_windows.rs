@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::helpers::*;
 use crate::on_both_backends;
-use crate::stats_seed::*;
+use crate::support::seed::*;
+use crate::support::stats::*;
+use crate::support::*;
 
 /// (days ago, version, users) of each group of six instances.
 const GROUPS: [(i64, &str, i64); 5] = [

@@ -18,9 +18,9 @@ use serde_json::Value;
 use crate::faults::{
     instance_ids, new_report, post, settle_and_assert_exact, Answer, Ledger, Load,
 };
-use crate::helpers::*;
 use crate::on_both_backends;
 use crate::operability::sample;
+use crate::support::*;
 
 /// The fault-injection variable (kept out of `--help`).
 const FAULTS_ENV: &str = "ANONSTATS_STORAGE_FAULTS";
@@ -175,7 +175,7 @@ fn a_storage_error_is_never_acknowledged(db: TestDb, fault: &str, error_message:
          retries {} acknowledged, {} stored, {duplicates} retries answered duplicate",
         db.backend,
         l.acked.len(),
-        db.reports("1 = 1"),
+        db.inspect().events().reports(),
     );
     if fault == "flush" {
         // The batch whose flush failed was committed: once the reopened

@@ -1,171 +1,167 @@
 //! Every validation rule: 400 problem+json naming the field and the rule,
 //! and nothing stored.
 
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::helpers::*;
 use crate::on_both_backends;
+use crate::support::*;
 
 /// A broken report and the (field, rule) the answer must name.
 struct Case {
     name: &'static str,
-    mutate: fn(&mut Value),
+    breaks: fn(ReportBuilder) -> ReportBuilder,
     field: &'static str,
     rule: &'static str,
-}
-
-fn remove(v: &mut Value, key: &str) {
-    v.as_object_mut().unwrap().remove(key);
 }
 
 const CASES: &[Case] = &[
     Case {
         name: "unknown top-level field",
-        mutate: |v| v["hostname"] = json!("db1.example.com"),
+        breaks: |r| r.field("hostname", "db1.example.com"),
         field: "hostname",
         rule: "unknown_field",
     },
     Case {
         name: "schema_version missing",
-        mutate: |v| remove(v, "schema_version"),
+        breaks: |r| r.without("schema_version"),
         field: "schema_version",
         rule: "required",
     },
     Case {
         name: "schema_version unsupported",
-        mutate: |v| v["schema_version"] = json!(2),
+        breaks: |r| r.field("schema_version", 2),
         field: "schema_version",
         rule: "unsupported",
     },
     Case {
         name: "schema_version wrong type",
-        mutate: |v| v["schema_version"] = json!("1"),
+        breaks: |r| r.field("schema_version", "1"),
         field: "schema_version",
         rule: "type",
     },
     Case {
         name: "unknown product",
-        mutate: |v| v["product"] = json!("nextcloud"),
+        breaks: |r| r.field("product", "nextcloud"),
         field: "product",
         rule: "unknown_product",
     },
     Case {
         name: "product wrong type",
-        mutate: |v| v["product"] = json!(7),
+        breaks: |r| r.field("product", 7),
         field: "product",
         rule: "type",
     },
     Case {
         name: "malformed instance_id",
-        mutate: |v| v["instance_id"] = json!("not-a-uuid"),
+        breaks: |r| r.instance("not-a-uuid"),
         field: "instance_id",
         rule: "uuid",
     },
     Case {
         name: "malformed report_id",
-        mutate: |v| v["report_id"] = json!("7f1c2e9a3b4d4c5e8f60718293a4b5c6"),
+        breaks: |r| r.field("report_id", "7f1c2e9a3b4d4c5e8f60718293a4b5c6"),
         field: "report_id",
         rule: "uuid",
     },
     Case {
         name: "instance_id wrong type",
-        mutate: |v| v["instance_id"] = json!(12),
+        breaks: |r| r.field("instance_id", 12),
         field: "instance_id",
         rule: "type",
     },
     Case {
         name: "malformed version",
-        mutate: |v| v["version"] = json!("4.10"),
+        breaks: |r| r.version("4.10"),
         field: "version",
         rule: "version",
     },
     Case {
         name: "version with words",
-        mutate: |v| v["version"] = json!("4.10.1-acme-corp"),
+        breaks: |r| r.version("4.10.1-acme-corp"),
         field: "version",
         rule: "version",
     },
     Case {
         name: "version too long",
-        mutate: |v| v["version"] = json!("1.2.300000000000000000000000000000"),
+        breaks: |r| r.version("1.2.300000000000000000000000000000"),
         field: "version",
         rule: "version",
     },
     Case {
         name: "malformed previous_version",
-        mutate: |v| v["previous_version"] = json!("four"),
+        breaks: |r| r.previous_version("four"),
         field: "previous_version",
         rule: "version",
     },
     Case {
         name: "version missing",
-        mutate: |v| remove(v, "version"),
+        breaks: |r| r.without("version"),
         field: "version",
         rule: "required",
     },
     Case {
         name: "event unknown",
-        mutate: |v| v["event"] = json!("uninstall"),
+        breaks: |r| r.event("uninstall"),
         field: "event",
         rule: "enum",
     },
     Case {
         name: "update without previous_version",
-        mutate: |v| remove(v, "previous_version"),
+        breaks: |r| r.without("previous_version"),
         field: "previous_version",
         rule: "required_for_update",
     },
     Case {
         name: "install with previous_version",
-        mutate: |v| v["event"] = json!("install"),
+        breaks: |r| r.event("install"),
         field: "previous_version",
         rule: "forbidden_for_install",
     },
     Case {
         name: "negative counter",
-        mutate: |v| v["counters"]["users"] = json!(-1),
+        breaks: |r| r.counter("users", -1),
         field: "counters.users",
         rule: "minimum",
     },
     Case {
         name: "counter above bound",
-        mutate: |v| v["counters"]["users"] = json!(1_000_001),
+        breaks: |r| r.counter("users", 1_000_001),
         field: "counters.users",
         rule: "maximum",
     },
     Case {
         name: "huge counter",
-        mutate: |v| v["counters"]["resources"] = json!(u64::MAX),
+        breaks: |r| r.counter("resources", u64::MAX),
         field: "counters.resources",
         rule: "maximum",
     },
     Case {
         name: "fractional counter",
-        mutate: |v| v["counters"]["users"] = json!(4.5),
+        breaks: |r| r.counter("users", 4.5),
         field: "counters.users",
         rule: "type",
     },
     Case {
         name: "counter as string",
-        mutate: |v| v["counters"]["users"] = json!("42"),
+        breaks: |r| r.counter("users", "42"),
         field: "counters.users",
         rule: "type",
     },
     Case {
         name: "attribute not a string",
-        mutate: |v| v["attributes"]["edition"] = json!(["ce"]),
+        breaks: |r| r.attribute("edition", json!(["ce"])),
         field: "attributes.edition",
         rule: "type",
     },
     Case {
         name: "feature not a boolean",
-        mutate: |v| v["features"]["mfa"] = json!("yes"),
+        breaks: |r| r.feature("mfa", "yes"),
         field: "features.mfa",
         rule: "type",
     },
     Case {
         name: "attributes not an object",
-        mutate: |v| v["attributes"] = json!("edition=ce"),
+        breaks: |r| r.field("attributes", "edition=ce"),
         field: "attributes",
         rule: "type",
     },
@@ -174,8 +170,7 @@ const CASES: &[Case] = &[
 async fn each_rule_is_named_and_nothing_is_stored(db: TestDb) {
     let app = spawn_app(db).await;
     for case in CASES {
-        let mut report = sample_report();
-        (case.mutate)(&mut report);
+        let report = (case.breaks)(ReportBuilder::new()).build();
 
         let reply = app.post_report(&report).await;
 
@@ -204,14 +199,15 @@ async fn each_rule_is_named_and_nothing_is_stored(db: TestDb) {
             case.name
         );
     }
-    for table in [
-        "daily_events",
-        "instances",
-        "seen_reports",
-        "instance_values",
-        "instance_counters",
+    let stored = app.db.inspect();
+    for (table, rows) in [
+        ("daily_events", stored.events().len()),
+        ("instances", stored.instances().len()),
+        ("seen_reports", stored.seen_reports().len()),
+        ("instance_values", stored.values().len()),
+        ("instance_counters", stored.counters().len()),
     ] {
-        assert_eq!(app.db.count(table), 0, "{table} must stay empty");
+        assert_eq!(rows, 0, "{table} must stay empty");
     }
 }
 on_both_backends!(each_rule_is_named_and_nothing_is_stored);
@@ -229,7 +225,7 @@ async fn body_that_is_not_a_json_object_is_refused(db: TestDb) {
         );
         assert!(reply.json()["rule"].is_string());
     }
-    assert_eq!(app.db.count("daily_events"), 0);
+    assert_eq!(app.db.inspect().events().len(), 0);
 }
 on_both_backends!(body_that_is_not_a_json_object_is_refused);
 
@@ -250,9 +246,11 @@ async fn minimal_report_is_accepted(db: TestDb) {
     assert_eq!(reply.status, 202, "{}", reply.text());
     assert_eq!(
         app.db
-            .reports("version = '5.0.0-rc.1' AND event = 'install'"),
+            .inspect()
+            .events()
+            .reports_where(|e| e.version == "5.0.0-rc.1" && e.event == "install"),
         1
     );
-    assert_eq!(app.db.count("instances"), 0);
+    assert_eq!(app.db.inspect().instances().len(), 0);
 }
 on_both_backends!(minimal_report_is_accepted);

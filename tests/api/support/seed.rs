@@ -1,15 +1,11 @@
 //! Seeding data for the reporting tests through the real write path
-//! (`store::write_batch`), with report days of the test's choosing, and
-//! reading the stats API and CLI.
-
-use std::process::Command;
+//! (`store::write_batch`), with report days of the test's choosing.
 
 use anonstats::anonymize::{InstanceRecord, InstanceState, Pseudonymizer, Record};
 use anonstats::validation::Event;
 use chrono::{Duration, NaiveDate};
-use serde_json::Value;
 
-use crate::helpers::*;
+use super::{test_today, TestDb};
 
 /// The day the test collectors stamp on reports.
 pub fn today() -> NaiveDate {
@@ -63,8 +59,11 @@ fn pseudonyms() -> Pseudonymizer {
 
 /// Changes of a seeded record.
 pub trait RecordExt {
+    /// Sets an attribute (and the edition of the event, for `edition`).
     fn attr(self, name: &str, value: &str) -> Self;
+    /// Sets a counter.
     fn counter(self, name: &str, value: i64) -> Self;
+    /// Sets a feature.
     fn feature(self, name: &str, on: bool) -> Self;
 }
 
@@ -112,55 +111,4 @@ pub fn times(n: usize, make: impl Fn() -> Record) -> Vec<Record> {
 pub fn seed(db: &TestDb, records: &[Record]) {
     let mut conn = db.conn();
     anonstats::store::write_batch(&mut conn, records).expect("seed records");
-}
-
-/// GETs a stats path with extra request headers.
-pub async fn get_with(app: &TestApp, path: &str, headers: &[(&str, &str)]) -> Reply {
-    let mut req = app.client.get(format!("{}{path}", app.address));
-    for (k, v) in headers {
-        req = req.insert_header((*k, *v));
-    }
-    read_reply(req.send().await.expect("request sent")).await
-}
-
-/// GETs a stats path and returns its JSON, asserting 200.
-pub async fn stats_json(app: &TestApp, path: &str) -> Value {
-    let reply = app.get(path).await;
-    assert_eq!(reply.status, 200, "{path}: {}", reply.text());
-    reply.json()
-}
-
-/// Runs `anonstats stats ARGS --database URL` and returns its stdout,
-/// asserting success. Environment settings of the caller do not leak in.
-pub fn cli(db: &TestDb, args: &[&str]) -> String {
-    cli_on(db, test_today(), args)
-}
-
-/// Like [`cli`], with "today" pinned to `today`.
-pub fn cli_on(db: &TestDb, today: NaiveDate, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_anonstats"))
-        .arg("stats")
-        .args(args)
-        .args(["--database", &db.url])
-        .env("ANONSTATS_K", TEST_K.to_string())
-        .env_remove("ANONSTATS_ACTIVE_DAYS")
-        .env_remove("ANONSTATS_CATALOG")
-        .env_remove("ANONSTATS_DATABASE_URL")
-        .env(anonstats::clock::TODAY_ENV, today.to_string())
-        .output()
-        .expect("run anonstats stats");
-    assert!(
-        out.status.success(),
-        "anonstats stats {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("UTF-8 output")
-}
-
-/// Runs `anonstats stats ARGS --format json` and parses the output.
-pub fn cli_json(db: &TestDb, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.extend(["--format", "json"]);
-    let text = cli(db, &all);
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }

@@ -4,41 +4,27 @@
 
 use std::collections::BTreeMap;
 
-use anonstats::anonymize::InstanceState;
-use anonstats::schema::{
-    instance_counter_totals, instance_counters, instance_value_totals, instance_values, instances,
-};
 use anonstats::store::bucket_of;
 use chrono::NaiveDate;
-use diesel::prelude::*;
 
-use crate::helpers::TestDb;
+use super::TestDb;
 
 type Values = BTreeMap<(String, NaiveDate, String, String, String), i64>;
 type Counters = BTreeMap<(String, NaiveDate, String, i64), (i64, i64)>;
 
 /// Aggregates recomputed from the `instances` table.
 fn expected(db: &TestDb) -> (Values, Counters) {
-    let mut conn = db.conn();
-    let rows: Vec<(String, String, NaiveDate, String)> = instances::table
-        .select((
-            instances::product,
-            instances::version,
-            instances::last_seen,
-            instances::state,
-        ))
-        .load(&mut conn)
-        .expect("load instances");
     let mut values = Values::new();
     let mut counters = Counters::new();
-    for (product, version, day, state) in rows {
-        let state: InstanceState = serde_json::from_str(&state).expect("state is JSON");
+    for instance in db.inspect().instances() {
+        let (product, day) = (instance.product, instance.last_seen);
         let mut add = |kind: &str, name: &str, value: &str| {
             *values
                 .entry((product.clone(), day, kind.into(), name.into(), value.into()))
                 .or_default() += 1;
         };
-        add("version", "", &version);
+        add("version", "", &instance.version);
+        let state = instance.state;
         for (n, v) in &state.attributes {
             add("attribute", n, v);
         }
@@ -58,39 +44,35 @@ fn expected(db: &TestDb) -> (Values, Counters) {
 
 /// Aggregates as stored, without rows whose counts are zero.
 fn stored(db: &TestDb) -> (Values, Counters) {
-    let mut conn = db.conn();
-    let values: Vec<(String, NaiveDate, String, String, String, i64)> = instance_values::table
-        .select((
-            instance_values::product,
-            instance_values::last_seen,
-            instance_values::kind,
-            instance_values::name,
-            instance_values::value,
-            instance_values::instances,
-        ))
-        .load(&mut conn)
-        .expect("load instance_values");
-    let counters: Vec<(String, NaiveDate, String, i64, i64, i64)> = instance_counters::table
-        .select((
-            instance_counters::product,
-            instance_counters::last_seen,
-            instance_counters::counter,
-            instance_counters::bucket,
-            instance_counters::instances,
-            instance_counters::total,
-        ))
-        .load(&mut conn)
-        .expect("load instance_counters");
+    let inspect = db.inspect();
     (
-        values
-            .into_iter()
-            .filter(|v| v.5 != 0)
-            .map(|(p, d, k, n, v, c)| ((p, d, k, n, v), c))
+        inspect
+            .values()
+            .iter()
+            .filter(|v| v.instances != 0)
+            .map(|v| {
+                (
+                    (
+                        v.product.clone(),
+                        v.last_seen,
+                        v.kind.clone(),
+                        v.name.clone(),
+                        v.value.clone(),
+                    ),
+                    v.instances,
+                )
+            })
             .collect(),
-        counters
-            .into_iter()
-            .filter(|c| c.4 != 0 || c.5 != 0)
-            .map(|(p, d, c, b, n, t)| ((p, d, c, b), (n, t)))
+        inspect
+            .counters()
+            .iter()
+            .filter(|c| c.instances != 0 || c.total != 0)
+            .map(|c| {
+                (
+                    (c.product.clone(), c.last_seen, c.counter.clone(), c.bucket),
+                    (c.instances, c.total),
+                )
+            })
             .collect(),
     )
 }
@@ -130,34 +112,18 @@ fn assert_totals_match(db: &TestDb, values: &Values, counters: &Counters) {
     }
     want_counters.retain(|_, (n, t)| *n != 0 || *t != 0);
 
-    let mut conn = db.conn();
-    let got_values: ValueTotals = instance_value_totals::table
-        .select((
-            instance_value_totals::product,
-            instance_value_totals::kind,
-            instance_value_totals::name,
-            instance_value_totals::value,
-            instance_value_totals::instances,
-        ))
-        .load::<(String, String, String, String, i64)>(&mut conn)
-        .expect("load instance_value_totals")
+    let inspect = db.inspect();
+    let got_values: ValueTotals = inspect
+        .value_totals()
         .into_iter()
-        .filter(|v| v.4 != 0)
-        .map(|(p, k, n, v, c)| ((p, k, n, v), c))
+        .filter(|v| v.instances != 0)
+        .map(|v| ((v.product, v.kind, v.name, v.value), v.instances))
         .collect();
-    let got_counters: CounterTotals = instance_counter_totals::table
-        .select((
-            instance_counter_totals::product,
-            instance_counter_totals::counter,
-            instance_counter_totals::bucket,
-            instance_counter_totals::instances,
-            instance_counter_totals::total,
-        ))
-        .load::<(String, String, i64, i64, i64)>(&mut conn)
-        .expect("load instance_counter_totals")
+    let got_counters: CounterTotals = inspect
+        .counter_totals()
         .into_iter()
-        .filter(|c| c.3 != 0 || c.4 != 0)
-        .map(|(p, c, b, n, t)| ((p, c, b), (n, t)))
+        .filter(|c| c.instances != 0 || c.total != 0)
+        .map(|c| ((c.product, c.counter, c.bucket), (c.instances, c.total)))
         .collect();
     assert_eq!(
         got_values, want_values,
