@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::faults::{
+use crate::on_both_backends;
+use crate::operations::faults::{
     instance_ids, new_report, post, settle_and_assert_exact, Answer, Ledger, Load,
 };
-use crate::on_both_backends;
-use crate::operability::sample;
+use crate::operations::operability::sample;
 use crate::support::*;
 
 /// The fault-injection variable (kept out of `--help`).
