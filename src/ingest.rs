@@ -326,6 +326,19 @@ fn checkpoint_once(pool: &Pool, state: &WriterState) -> bool {
     }
 }
 
+/// The bounded queue in front of a writer, and the state both sides share.
+fn queue(storage: Storage, config: &WriterConfig) -> (Ingest, Receiver<Job>, Arc<WriterState>) {
+    let (tx, rx) = mpsc::sync_channel(config.queue_capacity);
+    let state = Arc::new(WriterState::new(storage));
+    let ingest = Ingest {
+        tx,
+        state: state.clone(),
+        capacity: config.queue_capacity,
+        max_held: config.queue_capacity + config.max_batch,
+    };
+    (ingest, rx, state)
+}
+
 /// Starts the writer thread over `pool`. `storage` is the one `pool` and
 /// `readers` (the other pools of the database, whose connections a
 /// recovery closes too) were built with.
@@ -335,14 +348,7 @@ pub fn start(
     readers: Vec<Pool>,
     config: WriterConfig,
 ) -> (Ingest, Writer) {
-    let (tx, rx) = mpsc::sync_channel(config.queue_capacity);
-    let state = Arc::new(WriterState::new(storage));
-    let ingest = Ingest {
-        tx,
-        state: state.clone(),
-        capacity: config.queue_capacity,
-        max_held: config.queue_capacity + config.max_batch,
-    };
+    let (ingest, rx, state) = queue(storage, &config);
     let pool_for_checkpoints = pool.clone();
     let (to_syncer, committed) = mpsc::sync_channel(SYNC_QUEUE);
     let syncer = {
@@ -395,14 +401,7 @@ pub fn start(
 /// its bounds and the same batching, so that only the database's work is
 /// missing from what they cost. Nothing built on it may face real clients.
 pub fn discard(storage: Storage, config: WriterConfig) -> (Ingest, Writer) {
-    let (tx, rx) = mpsc::sync_channel(config.queue_capacity);
-    let state = Arc::new(WriterState::new(storage));
-    let ingest = Ingest {
-        tx,
-        state: state.clone(),
-        capacity: config.queue_capacity,
-        max_held: config.queue_capacity + config.max_batch,
-    };
+    let (ingest, rx, state) = queue(storage, &config);
     let thread = std::thread::Builder::new()
         .name("anonstats-writer".into())
         .spawn(move || {
