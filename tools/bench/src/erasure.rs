@@ -36,6 +36,12 @@ pub struct ErasureArgs {
     /// Unmeasured erasures before the measured ones (connection, caches).
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub warmup: usize,
+    /// Milliseconds between two measured erasures. The collector performs
+    /// at most 50 erasures a second; erasures sent closer together than
+    /// that wait for their turn, and the wait, the same for both kinds,
+    /// would hide what each costs. `0` sends them back to back.
+    #[arg(long, default_value_t = 25, value_name = "MS")]
+    pub interval_ms: u64,
     /// Directory for the SQLite database and the collector's log (default:
     /// a temporary directory, removed at the end).
     #[arg(long, value_name = "DIR")]
@@ -123,6 +129,9 @@ fn measure(
             "127.0.0.1:0",
             "--rate-limit",
             "0",
+            // Hundreds of erasures from this one address in a few seconds.
+            "--read-rate-limit",
+            "0",
             "--instance-daily-limit",
             "0",
         ],
@@ -181,6 +190,7 @@ fn measure(
             for k in order {
                 let (is_stored, id) = pair[k];
                 let bytes = erase(id);
+                tokio::time::sleep(std::time::Duration::from_millis(args.interval_ms)).await;
                 let start = Instant::now();
                 let answer = conn.send(&bytes).await?;
                 let micros = start.elapsed().as_micros().min(u32::MAX as u128) as u32;
