@@ -215,3 +215,10 @@ pub fn get(path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/json\r\nAuthorization: Bearer {BENCH_TOKEN}\r\n\r\n")
         .into_bytes()
 }
+
+/// Like [`get`], naming `client` in `X-Forwarded-For`, which the collectors
+/// the benchmark starts trust from the loopback address.
+pub fn get_from(path: &str, client: std::net::Ipv4Addr) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/json\r\nX-Forwarded-For: {client}\r\nAuthorization: Bearer {BENCH_TOKEN}\r\n\r\n")
+        .into_bytes()
+}

@@ -278,6 +278,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         client_ip_header_flag: process::serve_has_flag(&collector, "--client-ip-header"),
         collector,
         failed: Vec::new(),
+        closed: Default::default(),
     };
     let baseline = match bench.baseline() {
         Ok(rate) => Some(rate),
@@ -345,7 +346,13 @@ struct Bench {
     client_ip_header_flag: bool,
     /// Parts that failed without stopping the run.
     failed: Vec<String>,
+    /// Closed-loop accepted rate per backend and connection count.
+    closed: std::collections::BTreeMap<(String, usize), f64>,
 }
+
+/// The connection count at which durable ingest is also compared with the
+/// baseline, whatever count gave either its maximum.
+const RATIO_CONNECTIONS: usize = 256;
 
 /// The maximum closed-loop rate and the connection count that reached it.
 #[derive(Debug, Clone, Copy)]
@@ -398,6 +405,7 @@ impl Bench {
         for c in self.settings.connections.clone() {
             let spec = self.settings.spec(addr, c, None, c as u64);
             let r = self.load(backend, &format!("closed_{c}"), &spec)?;
+            self.closed.insert((backend.to_owned(), c), r.accepted_rps);
             if r.accepted_rps > best.rps {
                 best = Max {
                     rps: r.accepted_rps,
@@ -522,6 +530,16 @@ impl Bench {
             &format!("{b}.ratio_to_baseline"),
             baseline.map(|base| max.rps / base),
         );
+        let at = |backend: &str| {
+            self.closed
+                .get(&(backend.to_owned(), RATIO_CONNECTIONS))
+                .copied()
+        };
+        let ratio_at = match (at(b), at("baseline")) {
+            (Some(rps), Some(base)) if base > 0.0 => Some(rps / base),
+            _ => None,
+        };
+        self.table.set(&format!("{b}.ratio_at_256"), ratio_at);
         for share in [0.5, 0.8] {
             let r = self.open_loop(b, addr, max, share)?;
             let p = format!("{b}.open{:.0}", share * 100.0);
@@ -588,7 +606,26 @@ impl Bench {
         let spec = self
             .settings
             .spec(collector.addr, max.connections, None, 4000);
+        let written = |c: &ServerProcess| match b {
+            "postgres" => process::postgres_written_bytes(),
+            _ => c.written_bytes(),
+        };
+        let (bytes_before, stored_before) =
+            (written(&collector), seed::reports_stored(&seeded.url)?);
         let r = self.load(b, "seeded_closed", &spec)?;
+        let (bytes_after, stored_after) = (written(&collector), seed::reports_stored(&seeded.url)?);
+        let stored = stored_after.saturating_sub(stored_before);
+        let per_report = match (bytes_before, bytes_after) {
+            (Some(x), Some(y)) if stored > 0 => Some(y.saturating_sub(x) as f64 / stored as f64),
+            _ => None,
+        };
+        self.record(
+            b,
+            "seeded_written",
+            json!({"reports": stored, "bytes_before": bytes_before, "bytes_after": bytes_after}),
+        );
+        self.table
+            .set(&format!("{b}.seeded.bytes_per_report"), per_report);
         self.table
             .set(&format!("{b}.seeded.max_rps"), Some(r.accepted_rps));
         self.table

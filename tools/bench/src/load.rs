@@ -285,6 +285,9 @@ pub struct StatsTiming {
     pub warm: Percentiles,
 }
 
+/// Clients named by the stats timings, 10.254.0.0 onwards.
+static STATS_CLIENTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+
 /// Times `requests` cold and then `requests` warm GETs of `path` on one
 /// connection (see [`StatsTiming`]); `None` when the endpoint answers 404.
 /// Before each cold GET one report of `generator` is posted and must be
@@ -300,7 +303,6 @@ pub fn time_stats(
         .build()?;
     runtime.block_on(async {
         let mut conn = Conn::connect(addr).await?;
-        let request = http::get(path);
         let mut body = Vec::new();
         let mut post = Vec::new();
         let mut cold = Vec::with_capacity(requests);
@@ -322,6 +324,11 @@ pub fn time_stats(
                         stored.status
                     );
                 }
+                // Each request as from a reader of its own: the timings
+                // measure the queries, not the per-source read budget
+                // (which the hostile phase measures).
+                let client = STATS_CLIENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let request = http::get_from(path, std::net::Ipv4Addr::from(0x0afe_0000 | client));
                 let started = Instant::now();
                 let answer = tokio::time::timeout(Duration::from_secs(60), conn.send(&request))
                     .await

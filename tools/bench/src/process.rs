@@ -81,6 +81,12 @@ impl ServerProcess {
         self.child.id()
     }
 
+    /// Bytes this process has caused to be written to storage so far
+    /// (`write_bytes` of `/proc/<pid>/io`, counted when pages are dirtied).
+    pub fn written_bytes(&self) -> Option<u64> {
+        written_bytes(self.pid())
+    }
+
     /// Peak resident memory so far (VmHWM), in bytes.
     pub fn peak_rss(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
@@ -159,4 +165,35 @@ pub fn serve_has_flag(collector: &Path, flag: &str) -> bool {
                 .any(|w| w == flag)
         })
         .unwrap_or(false)
+}
+
+/// `write_bytes` of `/proc/<pid>/io`.
+pub fn written_bytes(pid: u32) -> Option<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    let line = io.lines().find(|l| l.starts_with("write_bytes:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The sum of `write_bytes` over the processes named `postgres` that this
+/// user may read: the server's writes when it runs on this machine. Bytes
+/// that a process which exits meanwhile wrote are not counted, nor pages
+/// that the server's checkpoints write later.
+pub fn postgres_written_bytes() -> Option<u64> {
+    let mut total = None;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim_end() == "postgres" {
+            if let Some(n) = written_bytes(pid) {
+                total = Some(total.unwrap_or(0) + n);
+            }
+        }
+    }
+    total
 }

@@ -178,3 +178,27 @@ pub fn database_bytes(url: &str) -> anyhow::Result<u64> {
         }
     }
 }
+
+/// Reports counted in the daily event counts: the difference over a phase
+/// is the number of reports it stored.
+pub fn reports_stored(url: &str) -> anyhow::Result<u64> {
+    use diesel::prelude::*;
+    use diesel::sql_types::BigInt;
+
+    #[derive(QueryableByName)]
+    struct Sum {
+        #[diesel(sql_type = BigInt)]
+        reports: i64,
+    }
+    let mut conn = db::Manager::new(url)
+        .establish()
+        .with_context(|| format!("cannot connect to {}", db::redact_url(url)))?;
+    let query = diesel::sql_query(
+        "SELECT CAST(COALESCE(SUM(reports), 0) AS BIGINT) AS reports FROM daily_events",
+    );
+    let sum: Sum = match &mut conn {
+        DbConn::Sqlite(c) => query.get_result(c)?,
+        DbConn::Pg(c) => query.get_result(c)?,
+    };
+    Ok(sum.reports.max(0) as u64)
+}

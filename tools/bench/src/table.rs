@@ -147,6 +147,13 @@ impl Table {
                 Unit::Ratio,
                 Check::AtLeast(*share),
             );
+            t.add(
+                backend,
+                "ratio_at_256",
+                "durable ingest / baseline rate, both at 256 connections",
+                Unit::Ratio,
+                Check::AtLeast(*share),
+            );
             for (load, p99) in [("open50", 20.0), ("open80", 50.0)] {
                 let at = if load == "open50" { "50%" } else { "80%" };
                 t.add(
@@ -205,6 +212,17 @@ impl Table {
                 "max durable reports/s, database seeded",
                 Unit::RequestsPerSecond,
                 Check::Info,
+            );
+            t.add(
+                backend,
+                "seeded.bytes_per_report",
+                "bytes written per report stored, database seeded",
+                Unit::Bytes,
+                if *backend == "sqlite" {
+                    Check::AtMost(3072.0)
+                } else {
+                    Check::Info
+                },
             );
             t.add(
                 backend,

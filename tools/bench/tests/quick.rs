@@ -58,6 +58,8 @@ fn expected_rows(backend: &str) -> Vec<String> {
         "overload.accepted_ratio",
         "seeded.max_rps",
         "seeded.ratio",
+        "seeded.bytes_per_report",
+        "ratio_at_256",
         "disk.bytes_per_instance",
         "hostile.alone_rps",
     ]
@@ -166,6 +168,14 @@ fn quick_bench_writes_every_row() {
         }
         let max = row(rows, &format!("{backend}.max_rps"))["value"].as_f64();
         assert!(max.is_some_and(|v| v > 0.0), "{backend}: no rate measured");
+        let written = row(rows, &format!("{backend}.seeded.bytes_per_report"))["value"].as_f64();
+        // PostgreSQL's processes can only be read on its own machine.
+        if backend == "sqlite" {
+            assert!(
+                written.is_some_and(|v| v > 0.0),
+                "{backend}: no bytes written per report measured"
+            );
+        }
         let disk = row(rows, &format!("{backend}.disk.bytes_per_instance"))["value"].as_f64();
         assert!(
             disk.is_some_and(|v| v > 0.0),
