@@ -58,6 +58,8 @@ pub struct WriterConfig {
     pub max_batch: usize,
     /// Attempts for a transaction that lost a race with another collector.
     pub max_attempts: u32,
+    /// How long a report's dedupe key counts (`--dedupe-days`).
+    pub dedupe: store::DedupeWindow,
 }
 
 impl Default for WriterConfig {
@@ -66,6 +68,7 @@ impl Default for WriterConfig {
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             max_batch: DEFAULT_MAX_BATCH,
             max_attempts: 3,
+            dedupe: store::DedupeWindow::default(),
         }
     }
 }
@@ -821,9 +824,10 @@ impl BatchWriter {
                 Durability::Deferred(sync) => Some(sync.clone()),
                 Durability::Unknown | Durability::EachCommit => None,
             };
+            let window = self.config.dedupe;
             let written = store::retry_conflicts(self.config.max_attempts, || match deferred {
-                Some(_) => store::write_batch_unsynced(&mut conn, &records, &erasures),
-                None => store::write_batch_and_forget(&mut conn, &records, &erasures),
+                Some(_) => store::write_batch_unsynced(&mut conn, &records, &erasures, window),
+                None => store::write_batch_and_forget(&mut conn, &records, &erasures, window),
             });
             match written {
                 Ok(outcomes) => Ok((outcomes, deferred)),

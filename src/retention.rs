@@ -19,8 +19,9 @@ use crate::store::{self, PruneStats};
 
 /// Default `--retain-days`.
 pub const DEFAULT_RETAIN_DAYS: u32 = 400;
-/// Default `--dedupe-days`.
-pub const DEFAULT_DEDUPE_DAYS: u32 = 30;
+/// Default `--dedupe-days`: the store's, which writes without a window
+/// given.
+pub use crate::store::DEFAULT_DEDUPE_DAYS;
 /// Shortest dedupe window: clients retry for up to a week.
 pub const MIN_DEDUPE_DAYS: u32 = 7;
 /// Default `--prune-interval-hours`.
@@ -45,14 +46,19 @@ impl Default for Retention {
 }
 
 impl Retention {
+    /// The window in which a report's dedupe key counts.
+    pub fn dedupe_window(&self) -> store::DedupeWindow {
+        store::DedupeWindow {
+            days: self.dedupe_days,
+        }
+    }
+
     /// Runs one retention pass as of `today`.
     pub fn prune(&self, conn: &mut DbConn, today: NaiveDate) -> diesel::QueryResult<PruneStats> {
         let instances_before = today
             .checked_sub_days(Days::new(u64::from(self.retain_days)))
             .unwrap_or(NaiveDate::MIN);
-        let keys_before = today
-            .checked_sub_days(Days::new(u64::from(self.dedupe_days)))
-            .unwrap_or(NaiveDate::MIN);
+        let keys_before = self.dedupe_window().start(today);
         store::prune(conn, instances_before, keys_before)
     }
 }

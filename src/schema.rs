@@ -33,6 +33,12 @@ diesel::table! {
         upgraded_to -> Text,
         /// Day of its latest update.
         upgraded_on -> Nullable<Date>,
+        /// Dedupe keys of its last reports: 32 bytes of hash and 4 of day each.
+        report_keys -> Binary,
+        /// Day of the oldest of them.
+        report_keys_since -> Nullable<Date>,
+        /// Last day a key moved from the row to `seen_reports`.
+        report_keys_spilled -> Nullable<Date>,
     }
 }
 

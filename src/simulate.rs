@@ -231,7 +231,11 @@ fn into_database(args: &SimulateOptions, url: &str, seed: u64) -> anyhow::Result
                 Ok(anonymize::anonymize(report, &pseudonymizer, day))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let outcomes = store::write_batch(&mut conn, &records)
+        // The history is written at once: a key of its first day must still
+        // count on its last, so that the same seed run again stores nothing
+        // new.
+        let window = store::DedupeWindow { days: args.days };
+        let outcomes = store::write_batch_and_forget(&mut conn, &records, &[], window)
             .with_context(|| format!("cannot write to {}", crate::db::redact_url(url)))?;
         for o in outcomes {
             match o {

@@ -90,6 +90,7 @@ impl TryFrom<&ServeArgs> for Config {
         config.stats = args.reporting.settings();
         config.limits = Limits::try_from(&args.limits).map_err(anyhow::Error::msg)?;
         config.retention = Retention::try_from(&args.retention).map_err(anyhow::Error::msg)?;
+        config.writer.dedupe = config.retention.dedupe_window();
         config.prune_interval_hours = args.prune_interval_hours;
         config.clock = args.reporting.clock();
         config.releases = args.releases.settings(!args.no_release_schedule)?;

@@ -11,7 +11,7 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use super::rows::InstanceRow;
 use super::statements::{self, Bulk, Columns, New, Row, Upsert};
 use crate::db::{DbConn, Fault, Faults};
-use crate::schema::instances;
+use crate::schema::{instances, seen_reports};
 
 /// Expands one diesel statement for each backend's concrete connection.
 macro_rules! with_conn {
@@ -160,6 +160,27 @@ pub(super) fn lock_instances(tx: &mut Tx<'_>, hashes: &[Vec<u8>]) -> QueryResult
         });
     }
     Ok(out)
+}
+
+/// Which of these report hashes `seen_reports` holds.
+pub(super) fn find_report_keys(tx: &mut Tx<'_>, hashes: &[&[u8]]) -> QueryResult<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    for chunk in hashes.chunks(CHUNK_ROWS) {
+        let query = seen_reports::table
+            .filter(seen_reports::report_hash.eq_any(chunk))
+            .select(seen_reports::report_hash);
+        out.extend(with_tx!(&mut *tx, |c| query.load::<Vec<u8>>(c))?);
+    }
+    Ok(out)
+}
+
+/// The error of a transaction that lost a race with another writer: the
+/// writer, erasures and retention run it again ([`is_retryable`]).
+pub(super) fn lost_race(what: &str) -> DieselError {
+    DieselError::DatabaseError(
+        DatabaseErrorKind::SerializationFailure,
+        Box::new(what.to_owned()),
+    )
 }
 
 /// Like [`lock_instances`], only those last seen before `before`.

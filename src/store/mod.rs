@@ -29,7 +29,7 @@ use diesel::QueryResult;
 pub use backend::{is_busy, is_retryable};
 pub use durability::{check_storage, checkpoint, CommitSync, SyncError};
 pub use forget::forget_instance;
-pub use plan::bucket_of;
+pub use plan::{bucket_of, DedupeWindow, DEFAULT_DEDUPE_DAYS, ROW_KEYS};
 pub use prune::{prune, PruneStats};
 pub use pseudonyms::{count_pseudonyms, has_pseudonyms, replace_secret, scrub_deleted, Pseudonyms};
 pub use settings::{

@@ -4,16 +4,22 @@
 //! aggregates with [`Deltas::contribute`], so that taking an install out
 //! removes exactly what putting it in added.
 //!
-//! A batch is planned in two steps, because two collectors may write at
-//! once and only the database can say which of them stored a key first:
-//! [`report_keys`] gives the dedupe keys to insert, and [`Batch::new`]
-//! takes the ones actually inserted; [`Batch::new_instances`] gives the
-//! instances to insert if unknown, and [`Batch::plan`] takes the snapshots
-//! of the ones that were known.
+//! Dedupe keys live where the write goes anyway: an instance's row keeps
+//! the keys of its last [`ROW_KEYS`] reports ([`RowKeys`]). Only the keys of
+//! reports without an instance, and keys pushed out of a row while still in
+//! the dedupe window ("spilled"), go to the key store (`seen_reports`), so a
+//! report of a known instance dirties no page of its own for its key.
+//!
+//! A batch is planned once the store has said what it holds: the rows of
+//! the batch's instances ([`instances_of`], read and on PostgreSQL locked),
+//! and which keys the key store holds already ([`free_keys`], inserted
+//! first because two collectors may race on them; [`spill_lookups`], read,
+//! since the instance's lock orders them). [`plan`] then decides.
 //!
 //! Rules:
-//! - a report whose `report_id` an earlier report of the batch, or a stored
-//!   key, already carries is a duplicate and changes nothing;
+//! - a report whose `report_id` an earlier report of the batch, its
+//!   instance's row, or the key store already carries is a duplicate and
+//!   changes nothing;
 //! - the last report of an instance in the batch gives its snapshot, the
 //!   first one its `first_seen` when it is new;
 //! - a legacy report saying `install` for an instance known at another
@@ -22,9 +28,12 @@
 //! - an instance contributes its snapshot (product, day last seen,
 //!   version, attributes, features, counter buckets) once to the
 //!   aggregates: a batch moves the contribution from the stored snapshot
-//!   to the new one, however many reports it holds.
+//!   to the new one, however many reports it holds;
+//! - a row keeps its last [`ROW_KEYS`] keys within the dedupe window; an
+//!   older key within the window moves to the key store, and the row notes
+//!   the day, so that later reports of the instance are looked up there too.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::NaiveDate;
 
@@ -57,6 +66,91 @@ pub struct Instance {
     pub first_seen: NaiveDate,
     pub snapshot: Snapshot,
     pub upgrade: Option<Upgrade>,
+    /// The dedupe keys its row keeps.
+    pub keys: RowKeys,
+}
+
+/// Dedupe keys an instance's row keeps at most. An install sends a report
+/// when it is installed and when it is updated: four cover a retry that
+/// arrives after three newer reports of the same install, and a month of
+/// updates, without the key store. More reports in the window still count
+/// once: the older keys move to the key store (see [`RowKeys::spilled`]).
+pub const ROW_KEYS: usize = 4;
+
+/// Default `--dedupe-days`.
+pub const DEFAULT_DEDUPE_DAYS: u32 = 30;
+
+/// How long a dedupe key counts: a key of day `d` still counts on the days
+/// before `d + days`, and retention deletes it after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DedupeWindow {
+    pub days: u32,
+}
+
+impl Default for DedupeWindow {
+    fn default() -> DedupeWindow {
+        DedupeWindow {
+            days: DEFAULT_DEDUPE_DAYS,
+        }
+    }
+}
+
+impl DedupeWindow {
+    /// The first day whose keys still count on `today`: retention deletes
+    /// the keys of the days before it.
+    pub fn start(&self, today: NaiveDate) -> NaiveDate {
+        today
+            .checked_sub_days(chrono::Days::new(u64::from(self.days)))
+            .unwrap_or(NaiveDate::MIN)
+    }
+}
+
+/// The dedupe keys in an instance's row.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RowKeys {
+    /// The keys of its latest reports, oldest first, with the day each
+    /// arrived.
+    pub keys: Vec<(ReportHash, NaiveDate)>,
+    /// The last day a key of this row moved to the key store: until that
+    /// day leaves the dedupe window, a report not found in the row is
+    /// looked up in the key store too.
+    pub spilled: Option<NaiveDate>,
+}
+
+impl RowKeys {
+    /// Whether the row holds `hash`.
+    pub fn holds(&self, hash: &ReportHash) -> bool {
+        self.keys.iter().any(|(h, _)| h == hash)
+    }
+
+    /// The day of the oldest key, if any.
+    pub fn since(&self) -> Option<NaiveDate> {
+        self.keys.iter().map(|(_, d)| *d).min()
+    }
+
+    /// Drops what has left the window starting on `start`: keys of earlier
+    /// days, and the spill mark when every spilled key is gone from the
+    /// key store. Returns how many keys were dropped.
+    pub fn expire(&mut self, start: NaiveDate) -> usize {
+        let before = self.keys.len();
+        self.keys.retain(|(_, d)| *d >= start);
+        if self.spilled.is_some_and(|d| d < start) {
+            self.spilled = None;
+        }
+        before - self.keys.len()
+    }
+
+    /// Adds the key of an accepted report of `day`; returns the key it
+    /// pushes out of the row, if any, which the key store must then keep.
+    fn push(&mut self, hash: ReportHash, day: NaiveDate) -> Option<(ReportHash, NaiveDate)> {
+        self.keys.push((hash, day));
+        if self.keys.len() <= ROW_KEYS {
+            return None;
+        }
+        let out = self.keys.remove(0);
+        self.spilled = Some(self.spilled.map_or(day, |d| d.max(day)));
+        Some(out)
+    }
 }
 
 /// Key of a daily event count.
@@ -252,12 +346,23 @@ pub fn bucket_of(n: i64) -> i64 {
     n / scale * scale
 }
 
-/// The dedupe keys a batch stores: each report hash once, with the day of
-/// its first report, in key order.
-pub fn report_keys(records: &[Record]) -> Vec<(ReportHash, NaiveDate)> {
+/// The instances of a batch, in key order: the rows to read (and on
+/// PostgreSQL lock) before planning it.
+pub fn instances_of(records: &[Record]) -> Vec<InstanceHash> {
+    let hashes: BTreeSet<InstanceHash> = records
+        .iter()
+        .filter_map(|r| r.instance.as_ref().map(|i| i.hash))
+        .collect();
+    hashes.into_iter().collect()
+}
+
+/// The keys of the reports without an instance, each once with the day of
+/// its first report, in key order: the key store holds these.
+pub fn free_keys(records: &[Record]) -> Vec<(ReportHash, NaiveDate)> {
     let mut seen = HashSet::new();
     let mut keys: Vec<(ReportHash, NaiveDate)> = records
         .iter()
+        .filter(|r| r.instance.is_none())
         .filter_map(|r| r.report_hash.map(|h| (h, r.day)))
         .filter(|(h, _)| seen.insert(*h))
         .collect();
@@ -265,109 +370,142 @@ pub fn report_keys(records: &[Record]) -> Vec<(ReportHash, NaiveDate)> {
     keys
 }
 
-/// Each report's outcome, given the keys of [`report_keys`] that were not
-/// stored yet (`fresh`).
-pub fn outcomes(records: &[Record], fresh: &HashSet<ReportHash>) -> Vec<Outcome> {
-    let mut seen = HashSet::new();
-    records
+/// The keys to look up in the key store: those of reports whose stored
+/// instance has spilled keys there and whose row does not hold them. In
+/// key order.
+pub fn spill_lookups(
+    records: &[Record],
+    instances: &HashMap<InstanceHash, Instance>,
+) -> Vec<ReportHash> {
+    let hashes: BTreeSet<ReportHash> = records
         .iter()
-        .map(|r| match r.report_hash {
-            Some(h) if !seen.insert(h) || !fresh.contains(&h) => Outcome::Duplicate,
-            _ => Outcome::Accepted,
+        .filter_map(|r| {
+            let hash = r.report_hash?;
+            let stored = instances.get(&r.instance.as_ref()?.hash)?;
+            (stored.keys.spilled.is_some() && !stored.keys.holds(&hash)).then_some(hash)
         })
-        .collect()
+        .collect();
+    hashes.into_iter().collect()
 }
 
-/// A batch once its duplicates are known.
-#[derive(Debug)]
-pub struct Batch<'a> {
-    outcomes: Vec<Outcome>,
-    /// The reports that count, in order.
-    accepted: Vec<&'a Record>,
-    /// Per instance: its last report, and the day of its first one.
-    latest: BTreeMap<InstanceHash, (&'a Record, NaiveDate)>,
+/// What the store holds of a batch, read before it is planned.
+#[derive(Debug, Clone, Default)]
+pub struct Stored {
+    /// The stored rows of the batch's instances.
+    pub instances: HashMap<InstanceHash, Instance>,
+    /// The batch's keys that the key store held before it.
+    pub keys: HashSet<ReportHash>,
 }
 
-/// What a batch changes, once the stored snapshots are known.
+/// What a batch changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
     /// One per record of the batch.
     pub outcomes: Vec<Outcome>,
     /// Report counts per day, to add.
     pub events: BTreeMap<EventKey, i64>,
-    /// Snapshots to store in place of the ones there: every known instance
-    /// of the batch, and the new ones that updated in it (whose
-    /// [`Batch::new_instances`] row holds no update).
+    /// Instances not stored before, to insert, in key order.
+    pub inserted: Vec<Instance>,
+    /// Stored instances, whose rows these replace, in key order.
     pub updated: Vec<Instance>,
+    /// Keys pushed out of a row within the dedupe window, for the key
+    /// store, in key order.
+    pub spilled: Vec<(ReportHash, NaiveDate)>,
     /// Aggregate changes, without zeros.
     pub deltas: Deltas,
 }
 
-impl<'a> Batch<'a> {
-    /// The batch of `records`, given the keys of [`report_keys`] that were
-    /// not stored yet.
-    pub fn new(records: &'a [Record], fresh: &HashSet<ReportHash>) -> Batch<'a> {
-        let outcomes = outcomes(records, fresh);
-        let accepted: Vec<&Record> = records
-            .iter()
-            .zip(&outcomes)
-            .filter(|(_, o)| **o == Outcome::Accepted)
-            .map(|(r, _)| r)
-            .collect();
-        let mut latest = BTreeMap::new();
-        for r in &accepted {
-            if let Some(inst) = &r.instance {
-                latest
-                    .entry(inst.hash)
-                    .and_modify(|e: &mut (&Record, NaiveDate)| e.0 = r)
-                    .or_insert((*r, r.day));
-            }
-        }
-        Batch {
-            outcomes,
-            accepted,
-            latest,
-        }
-    }
+/// An instance's reports in a batch.
+struct Reports<'a> {
+    last: &'a Record,
+    first_day: NaiveDate,
+    keys: Vec<(ReportHash, NaiveDate)>,
+}
 
-    /// Each instance of the batch as it is stored if it was not known: its
-    /// last report's snapshot, first seen on its first report's day, no
-    /// update. In key order.
-    pub fn new_instances(&self) -> Vec<Instance> {
-        self.latest
-            .iter()
-            .map(|(hash, (r, first))| Instance {
-                hash: *hash,
-                first_seen: *first,
-                snapshot: snapshot_of(r),
-                upgrade: None,
-            })
-            .collect()
+/// Plans a batch of `records` against what the store holds of it.
+pub fn plan(records: &[Record], stored: &Stored, window: DedupeWindow) -> Plan {
+    let outcomes = outcomes(records, stored);
+    let accepted: Vec<&Record> = records
+        .iter()
+        .zip(&outcomes)
+        .filter(|(_, o)| **o == Outcome::Accepted)
+        .map(|(r, _)| r)
+        .collect();
+    let (events, upgrades) = classify(&accepted, &stored.instances);
+    let mut batch: BTreeMap<InstanceHash, Reports<'_>> = BTreeMap::new();
+    for r in &accepted {
+        if let Some(inst) = &r.instance {
+            let reports = batch.entry(inst.hash).or_insert(Reports {
+                last: r,
+                first_day: r.day,
+                keys: Vec::new(),
+            });
+            reports.last = r;
+            reports.keys.extend(r.report_hash.map(|h| (h, r.day)));
+        }
     }
+    let mut plan = Plan {
+        outcomes,
+        events,
+        inserted: Vec::new(),
+        updated: Vec::new(),
+        spilled: Vec::new(),
+        deltas: Deltas::default(),
+    };
+    for (hash, reports) in batch {
+        let old = stored.instances.get(&hash);
+        let mut keys = old.map(|o| o.keys.clone()).unwrap_or_default();
+        keys.expire(window.start(reports.last.day));
+        for (h, day) in reports.keys {
+            plan.spilled.extend(keys.push(h, day));
+        }
+        let new = Instance {
+            hash,
+            first_seen: old.map_or(reports.first_day, |o| o.first_seen),
+            snapshot: snapshot_of(reports.last),
+            // An instance that did not update keeps its last update.
+            upgrade: upgrades
+                .get(&hash)
+                .cloned()
+                .or_else(|| old.and_then(|o| o.upgrade.clone())),
+            keys,
+        };
+        if let Some(old) = old {
+            plan.deltas.contribute(&old.snapshot, -1);
+        }
+        plan.deltas.contribute(&new.snapshot, 1);
+        match old {
+            Some(_) => plan.updated.push(new),
+            None => plan.inserted.push(new),
+        }
+    }
+    plan.spilled.sort();
+    plan.deltas = plan.deltas.without_zeros();
+    plan
+}
 
-    /// The plan, given the stored instances among [`Batch::new_instances`]
-    /// (the others were inserted as new).
-    pub fn plan(self, stored: &HashMap<InstanceHash, Instance>) -> Plan {
-        let (events, upgrades) = classify(&self.accepted, stored);
-        let news = self.new_instances();
-        let updated = news
-            .iter()
-            .filter_map(|new| updated_instance(new, stored.get(&new.hash), &upgrades))
-            .collect();
-        let mut deltas = Deltas::default();
-        for new in &news {
-            if let Some(old) = stored.get(&new.hash) {
-                deltas.contribute(&old.snapshot, -1);
+/// Each report's outcome: a duplicate when an earlier report of the batch,
+/// its instance's row or the key store carries its key.
+fn outcomes(records: &[Record], stored: &Stored) -> Vec<Outcome> {
+    let mut seen = HashSet::new();
+    records
+        .iter()
+        .map(|r| {
+            let Some(hash) = r.report_hash else {
+                return Outcome::Accepted;
+            };
+            let in_row = r
+                .instance
+                .as_ref()
+                .and_then(|i| stored.instances.get(&i.hash))
+                .is_some_and(|i| i.keys.holds(&hash));
+            if !seen.insert(hash) || in_row || stored.keys.contains(&hash) {
+                Outcome::Duplicate
+            } else {
+                Outcome::Accepted
             }
-            deltas.contribute(&new.snapshot, 1);
-        }
-        Plan {
-            outcomes: self.outcomes,
-            events,
-            updated,
-            deltas: deltas.without_zeros(),
-        }
-    }
+        })
+        .collect()
 }
 
 /// The snapshot a report gives its instance.
@@ -433,26 +571,6 @@ fn classify(
         *events.entry(key).or_default() += 1;
     }
     (events, upgrades)
-}
-
-/// The snapshot that replaces a known instance's, or a new one's that
-/// updated in the batch; `None` for a new one that did not (its inserted
-/// row is right). An instance that did not update keeps its last update.
-fn updated_instance(
-    new: &Instance,
-    old: Option<&Instance>,
-    upgrades: &HashMap<InstanceHash, Upgrade>,
-) -> Option<Instance> {
-    let upgrade = match (upgrades.get(&new.hash), old) {
-        (Some(u), _) => Some(u.clone()),
-        (None, Some(o)) => o.upgrade.clone(),
-        (None, None) => return None,
-    };
-    Some(Instance {
-        first_seen: old.map_or(new.first_seen, |o| o.first_seen),
-        upgrade,
-        ..new.clone()
-    })
 }
 
 #[cfg(test)]

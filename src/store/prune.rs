@@ -6,7 +6,8 @@ use chrono::NaiveDate;
 use diesel::prelude::*;
 
 use super::backend::{self, Mode, Tx, CHUNK_ROWS};
-use super::plan::{self, Instance, Zeros};
+use super::plan::{self, Instance, RowKeys, Zeros};
+use super::rows::{decode_keys, encode_keys};
 use super::write::apply_deltas;
 use super::{retry_conflicts, ATTEMPTS};
 use crate::db::DbConn;
@@ -20,7 +21,8 @@ use crate::schema::{
 pub struct PruneStats {
     /// Instance snapshots not seen since the cutoff.
     pub instances: u64,
-    /// Dedupe keys older than the dedupe window.
+    /// Dedupe keys older than the dedupe window, in `seen_reports` and in
+    /// instance rows.
     pub report_keys: u64,
     /// Aggregate rows whose counts had reached zero.
     pub aggregate_rows: u64,
@@ -32,21 +34,23 @@ const PRUNE_CHUNK: usize = 1000;
 
 /// Retention: deletes the snapshots of instances last seen before
 /// `instances_before` and takes their contribution out of the aggregates in
-/// the same transaction, deletes dedupe keys of days before `keys_before`,
-/// then aggregate rows whose counts are all zero. Daily event counts hold no
+/// the same transaction, deletes dedupe keys of days before `keys_before`
+/// (from `seen_reports` and from the instance rows, whose spill marks of
+/// those days go too), then aggregate rows whose counts are all zero. Daily event counts hold no
 /// pseudonym and are kept.
 pub fn prune(
     conn: &mut DbConn,
     instances_before: NaiveDate,
     keys_before: NaiveDate,
 ) -> QueryResult<PruneStats> {
-    let instances = prune_instances(conn, instances_before)?;
-    let report_keys = retry_conflicts(ATTEMPTS, || {
+    let (instances, their_keys) = prune_instances(conn, instances_before)?;
+    let stored_keys = retry_conflicts(ATTEMPTS, || {
         with_conn!(&mut *conn, |c| diesel::delete(
             seen_reports::table.filter(seen_reports::day.lt(keys_before))
         )
         .execute(c))
     })? as u64;
+    let report_keys = stored_keys + their_keys + prune_row_keys(conn, keys_before)?;
     let aggregate_rows = retry_conflicts(ATTEMPTS, || delete_zero_rows(&mut *conn))? as u64;
     Ok(PruneStats {
         instances,
@@ -55,13 +59,14 @@ pub fn prune(
     })
 }
 
-/// Deletes the instances last seen before `before`, chunk by chunk.
-fn prune_instances(conn: &mut DbConn, before: NaiveDate) -> QueryResult<u64> {
+/// Deletes the instances last seen before `before`, chunk by chunk;
+/// returns how many, and how many dedupe keys their rows held.
+fn prune_instances(conn: &mut DbConn, before: NaiveDate) -> QueryResult<(u64, u64)> {
     // Candidates are found in key order by a read that takes no write
     // lock (there is no index on `last_seen`: it would cost every report
     // that moves an instance to a new day two more random page writes),
     // then deleted in a short transaction that checks them again.
-    let mut deleted = 0;
+    let (mut deleted, mut keys) = (0, 0);
     let mut after: Vec<u8> = Vec::new();
     loop {
         let candidates: Vec<Vec<u8>> = with_conn!(&mut *conn, |c| instances::table
@@ -75,33 +80,40 @@ fn prune_instances(conn: &mut DbConn, before: NaiveDate) -> QueryResult<u64> {
             break;
         };
         after = last.clone();
-        deleted += retry_conflicts(ATTEMPTS, || {
+        let (n, k) = retry_conflicts(ATTEMPTS, || {
             backend::transaction(&mut *conn, Mode::Durable, |tx| {
                 delete_stale(tx, &candidates, before)
             })
-        })? as u64;
+        })?;
+        (deleted, keys) = (deleted + n as u64, keys + k);
         if candidates.len() < PRUNE_CHUNK {
             break;
         }
     }
-    Ok(deleted)
+    Ok((deleted, keys))
 }
 
 /// Deletes those of `candidates` still last seen before `before`, and
-/// takes their contribution out of the aggregates.
-fn delete_stale(tx: &mut Tx<'_>, candidates: &[Vec<u8>], before: NaiveDate) -> QueryResult<usize> {
+/// takes their contribution out of the aggregates; returns how many, and
+/// the dedupe keys their rows held.
+fn delete_stale(
+    tx: &mut Tx<'_>,
+    candidates: &[Vec<u8>],
+    before: NaiveDate,
+) -> QueryResult<(usize, u64)> {
     // Locked so that a report arriving now either waits for the delete
     // (and finds the instance gone) or updated it first (and the row no
     // longer matches).
     let rows = backend::lock_instances_before(tx, candidates, before)?;
     if rows.is_empty() {
-        return Ok(0);
+        return Ok((0, 0));
     }
     let hashes: Vec<Vec<u8>> = rows.iter().map(|r| r.instance_hash.clone()).collect();
     let gone = rows
         .into_iter()
         .map(Instance::try_from)
         .collect::<QueryResult<Vec<Instance>>>()?;
+    let keys: usize = gone.iter().map(|i| i.keys.keys.len()).sum();
     apply_deltas(
         tx,
         &plan::removal(gone.iter().map(|i| &i.snapshot)),
@@ -112,7 +124,63 @@ fn delete_stale(tx: &mut Tx<'_>, candidates: &[Vec<u8>], before: NaiveDate) -> Q
         let target = instances::table.filter(instances::instance_hash.eq_any(chunk));
         deleted += with_tx!(&mut *tx, |c| diesel::delete(target).execute(c))?;
     }
-    Ok(deleted)
+    Ok((deleted, keys as u64))
+}
+
+/// Drops the keys of days before `before` from the instance rows, and
+/// their spill marks of those days, chunk by chunk; returns the keys
+/// dropped.
+fn prune_row_keys(conn: &mut DbConn, before: NaiveDate) -> QueryResult<u64> {
+    let mut dropped = 0;
+    let mut after: Vec<u8> = Vec::new();
+    loop {
+        let candidates: Vec<Vec<u8>> = with_conn!(&mut *conn, |c| instances::table
+            .filter(instances::instance_hash.gt(&after))
+            .filter(
+                instances::report_keys_since
+                    .lt(before)
+                    .or(instances::report_keys_spilled.lt(before))
+            )
+            .order(instances::instance_hash)
+            .select(instances::instance_hash)
+            .limit(PRUNE_CHUNK as i64)
+            .load::<Vec<u8>>(c))?;
+        let Some(last) = candidates.last() else {
+            break;
+        };
+        after = last.clone();
+        dropped += retry_conflicts(ATTEMPTS, || {
+            backend::transaction(&mut *conn, Mode::Durable, |tx| {
+                expire_row_keys(tx, &candidates, before)
+            })
+        })?;
+        if candidates.len() < PRUNE_CHUNK {
+            break;
+        }
+    }
+    Ok(dropped)
+}
+
+/// Drops the expired keys of these rows, locked so that a batch writing
+/// one of them either comes first (and its keys are judged as it left
+/// them) or after.
+fn expire_row_keys(tx: &mut Tx<'_>, candidates: &[Vec<u8>], before: NaiveDate) -> QueryResult<u64> {
+    let mut dropped = 0;
+    for row in backend::lock_instances(tx, candidates)? {
+        let mut keys = RowKeys {
+            keys: decode_keys(&row.report_keys),
+            spilled: row.report_keys_spilled,
+        };
+        dropped += keys.expire(before) as u64;
+        let target = instances::table.filter(instances::instance_hash.eq(&row.instance_hash));
+        let change = (
+            instances::report_keys.eq(encode_keys(&keys)),
+            instances::report_keys_since.eq(keys.since()),
+            instances::report_keys_spilled.eq(keys.spilled),
+        );
+        with_tx!(&mut *tx, |c| diesel::update(target).set(change).execute(c))?;
+    }
+    Ok(dropped)
 }
 
 /// Deletes the aggregate rows whose counts are all zero.

@@ -17,10 +17,23 @@ use crate::schema::{
 pub struct Pseudonyms {
     /// Instance snapshots (`instances`).
     pub instances: u64,
-    /// Dedupe keys (`seen_reports`).
+    /// Dedupe keys (`seen_reports`, and those kept in instance rows).
     pub report_keys: u64,
     /// Rows of the aggregates of instance values and counters.
     pub aggregate_rows: u64,
+}
+
+/// The dedupe keys kept in instance rows (36 bytes each).
+fn row_keys_query() -> diesel::query_builder::SqlQuery {
+    diesel::sql_query(
+        "SELECT CAST(COALESCE(SUM(LENGTH(report_keys)), 0) / 36 AS BIGINT) AS n FROM instances",
+    )
+}
+
+#[derive(QueryableByName)]
+struct RowKeyCount {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
 }
 
 /// Whether any pseudonym is stored: an instance snapshot or a dedupe key.
@@ -53,7 +66,10 @@ pub fn count_pseudonyms(conn: &mut DbConn) -> QueryResult<Pseudonyms> {
     };
     Ok(Pseudonyms {
         instances: count(conn, "instances")?,
-        report_keys: count(conn, "seen_reports")?,
+        report_keys: count(conn, "seen_reports")?
+            + with_conn!(&mut *conn, |c| row_keys_query()
+                .get_result::<RowKeyCount>(c))?
+            .n as u64,
         aggregate_rows: count(conn, "instance_values")?
             + count(conn, "instance_counters")?
             + count(conn, "instance_value_totals")?
@@ -69,10 +85,12 @@ pub fn count_pseudonyms(conn: &mut DbConn) -> QueryResult<Pseudonyms> {
 /// happens or none.
 pub fn replace_secret(conn: &mut DbConn, setting: (&str, &str)) -> QueryResult<Pseudonyms> {
     backend::transaction(conn, Mode::Durable, |tx| {
+        let row_keys = with_tx!(&mut *tx, |c| row_keys_query().get_result::<RowKeyCount>(c))?.n;
         let mut deleted = Pseudonyms {
             instances: with_tx!(&mut *tx, |c| diesel::delete(instances::table).execute(c))? as u64,
             report_keys: with_tx!(&mut *tx, |c| diesel::delete(seen_reports::table).execute(c))?
-                as u64,
+                as u64
+                + row_keys as u64,
             aggregate_rows: 0,
         };
         deleted.aggregate_rows = (with_tx!(&mut *tx, |c| diesel::delete(instance_values::table)

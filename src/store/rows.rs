@@ -2,12 +2,12 @@
 //! from and to the planner's types. Rows borrow from the plan where they
 //! can: a batch writes thousands of them.
 
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use diesel::prelude::*;
 use diesel::result::Error as DieselError;
 
 use super::plan::{
-    CounterKey, CounterTotalKey, EventKey, Instance, Snapshot, Sums, Upgrade, ValueKey,
+    CounterKey, CounterTotalKey, EventKey, Instance, RowKeys, Snapshot, Sums, Upgrade, ValueKey,
     ValueTotalKey,
 };
 use crate::anonymize::{InstanceHash, ReportHash};
@@ -30,6 +30,39 @@ pub(super) struct InstanceRow {
     pub upgraded_from: String,
     pub upgraded_to: String,
     pub upgraded_on: Option<NaiveDate>,
+    /// Its row's dedupe keys ([`encode_keys`]).
+    pub report_keys: Vec<u8>,
+    pub report_keys_since: Option<NaiveDate>,
+    pub report_keys_spilled: Option<NaiveDate>,
+}
+
+/// Bytes of one key in `report_keys`: the hash, then the day.
+const KEY_BYTES: usize = 32 + 4;
+
+/// A row's dedupe keys as stored: each the 32 bytes of its hash, then its
+/// day as a big-endian count of days from 0001-01-01.
+pub(super) fn encode_keys(keys: &RowKeys) -> Vec<u8> {
+    let mut out = Vec::with_capacity(keys.keys.len() * KEY_BYTES);
+    for (hash, day) in &keys.keys {
+        out.extend_from_slice(hash.as_bytes());
+        out.extend_from_slice(&day.num_days_from_ce().to_be_bytes());
+    }
+    out
+}
+
+/// The keys of [`encode_keys`]. Bytes that do not decode hold no key.
+pub(super) fn decode_keys(bytes: &[u8]) -> Vec<(ReportHash, NaiveDate)> {
+    bytes
+        .chunks_exact(KEY_BYTES)
+        .filter_map(|chunk| {
+            let (hash, day) = chunk.split_at(32);
+            let days = i32::from_be_bytes(day.try_into().ok()?);
+            Some((
+                ReportHash::from_stored(hash)?,
+                NaiveDate::from_num_days_from_ce_opt(days)?,
+            ))
+        })
+        .collect()
 }
 
 impl From<&Instance> for InstanceRow {
@@ -48,6 +81,9 @@ impl From<&Instance> for InstanceRow {
             upgraded_from,
             upgraded_to,
             upgraded_on,
+            report_keys: encode_keys(&i.keys),
+            report_keys_since: i.keys.since(),
+            report_keys_spilled: i.keys.spilled,
         }
     }
 }
@@ -75,6 +111,10 @@ impl TryFrom<InstanceRow> for Instance {
                 to: r.upgraded_to,
                 on,
             }),
+            keys: RowKeys {
+                keys: decode_keys(&r.report_keys),
+                spilled: r.report_keys_spilled,
+            },
         })
     }
 }

@@ -213,11 +213,14 @@ statement!(
     InstanceRow,
     "instances",
     [instance_hash: Bytes, product: Text, version: Text, first_seen: Date, last_seen: Date, state: Text,
-     upgraded_from: Text, upgraded_to: Text, upgraded_on: OptDate],
+     upgraded_from: Text, upgraded_to: Text, upgraded_on: OptDate,
+     report_keys: Bytes, report_keys_since: OptDate, report_keys_spilled: OptDate],
     "ON CONFLICT (instance_hash) DO UPDATE SET \
      version = excluded.version, last_seen = excluded.last_seen, state = excluded.state, \
      upgraded_from = excluded.upgraded_from, upgraded_to = excluded.upgraded_to, \
-     upgraded_on = excluded.upgraded_on"
+     upgraded_on = excluded.upgraded_on, report_keys = excluded.report_keys, \
+     report_keys_since = excluded.report_keys_since, \
+     report_keys_spilled = excluded.report_keys_spilled"
 );
 
 statement!(

@@ -9,7 +9,7 @@ use diesel::QueryResult;
 
 use super::backend::{self, Mode, Tx};
 use super::forget::forget_in;
-use super::plan::{self, Batch, Deltas, Instance, Zeros};
+use super::plan::{self, DedupeWindow, Deltas, Instance, Stored, Zeros};
 use super::rows::{
     CounterRow, CounterTotalRow, EventRow, InstanceRow, ReportKey, ValueRow, ValueTotalRow,
 };
@@ -18,24 +18,26 @@ use crate::anonymize::{InstanceHash, Record, ReportHash};
 use crate::db::DbConn;
 
 /// Writes a batch of anonymised records in one transaction and says, for
-/// each, whether it was counted or recognised as a duplicate. Nothing of the
-/// batch is visible, and no outcome is returned, unless the whole transaction
-/// committed.
+/// each, whether it was counted or recognised as a duplicate, with the
+/// default dedupe window. Nothing of the batch is visible, and no outcome
+/// is returned, unless the whole transaction committed.
 pub fn write_batch(conn: &mut DbConn, records: &[Record]) -> QueryResult<Vec<Outcome>> {
-    write_batch_and_forget(conn, records, &[])
+    write_batch_and_forget(conn, records, &[], DedupeWindow::default())
 }
 
-/// Writes a batch like [`write_batch`] and, in the same transaction after
-/// it, forgets the installs whose pseudonyms are in `erasures`, each as
-/// [`super::forget_instance`] does. The outcomes hold one entry per record,
-/// then one ([`Outcome::Accepted`]) per erasure, found or not.
+/// Writes a batch like [`write_batch`], with the dedupe window `window`,
+/// and, in the same transaction after it, forgets the installs whose
+/// pseudonyms are in `erasures`, each as [`super::forget_instance`] does.
+/// The outcomes hold one entry per record, then one ([`Outcome::Accepted`])
+/// per erasure, found or not.
 pub fn write_batch_and_forget(
     conn: &mut DbConn,
     records: &[Record],
     erasures: &[InstanceHash],
+    window: DedupeWindow,
 ) -> QueryResult<Vec<Outcome>> {
     backend::transaction(conn, Mode::Durable, |tx| {
-        write_and_forget_in(tx, records, erasures)
+        write_and_forget_in(tx, records, erasures, window)
     })
 }
 
@@ -53,9 +55,10 @@ pub fn write_batch_unsynced(
     conn: &mut DbConn,
     records: &[Record],
     erasures: &[InstanceHash],
+    window: DedupeWindow,
 ) -> QueryResult<Vec<Outcome>> {
     backend::transaction(conn, Mode::Unsynced, |tx| {
-        write_and_forget_in(tx, records, erasures)
+        write_and_forget_in(tx, records, erasures, window)
     })
 }
 
@@ -63,11 +66,12 @@ fn write_and_forget_in(
     tx: &mut Tx<'_>,
     records: &[Record],
     erasures: &[InstanceHash],
+    window: DedupeWindow,
 ) -> QueryResult<Vec<Outcome>> {
     let mut outcomes = if records.is_empty() {
         Vec::new()
     } else {
-        write_in(tx, records)?
+        write_in(tx, records, window)?
     };
     for hash in erasures {
         // Whether anything was found is deliberately dropped here.
@@ -78,11 +82,25 @@ fn write_and_forget_in(
 }
 
 /// Plans and writes one batch inside `tx`.
-fn write_in(tx: &mut Tx<'_>, records: &[Record]) -> QueryResult<Vec<Outcome>> {
-    let fresh = insert_report_keys(tx, &plan::report_keys(records))?;
-    let batch = Batch::new(records, &fresh);
-    let stored = insert_or_load(tx, &batch.new_instances())?;
-    let plan = batch.plan(&stored);
+fn write_in(
+    tx: &mut Tx<'_>,
+    records: &[Record],
+    window: DedupeWindow,
+) -> QueryResult<Vec<Outcome>> {
+    let free = plan::free_keys(records);
+    let fresh = insert_report_keys(tx, &free)?;
+    let mut stored = Stored {
+        instances: load_instances(tx, &plan::instances_of(records))?,
+        keys: free
+            .iter()
+            .map(|(h, _)| *h)
+            .filter(|h| !fresh.contains(h))
+            .collect(),
+    };
+    let lookups = plan::spill_lookups(records, &stored.instances);
+    stored.keys.extend(find_report_keys(tx, &lookups)?);
+    let plan = plan::plan(records, &stored, window);
+    insert_instances(tx, &plan.inserted)?;
     let events: Vec<EventRow<'_>> = plan
         .events
         .iter()
@@ -91,6 +109,7 @@ fn write_in(tx: &mut Tx<'_>, records: &[Record]) -> QueryResult<Vec<Outcome>> {
     backend::upsert(tx, &events)?;
     let updated: Vec<InstanceRow> = plan.updated.iter().map(InstanceRow::from).collect();
     backend::upsert(tx, &updated)?;
+    insert_report_keys(tx, &plan.spilled)?;
     apply_deltas(tx, &plan.deltas, Zeros::Skip)?;
     Ok(plan.outcomes)
 }
@@ -114,44 +133,42 @@ fn insert_report_keys(
         .collect())
 }
 
-/// Inserts the instances not stored yet, and reads (and on PostgreSQL
-/// locks) the ones that were: returns those, the inserted ones being new.
-fn insert_or_load(
+/// Which of these keys the key store holds.
+fn find_report_keys(tx: &mut Tx<'_>, hashes: &[ReportHash]) -> QueryResult<Vec<ReportHash>> {
+    let bytes: Vec<&[u8]> = hashes.iter().map(|h| h.as_slice()).collect();
+    Ok(backend::find_report_keys(tx, &bytes)?
+        .iter()
+        .filter_map(|h| ReportHash::from_stored(h))
+        .collect())
+}
+
+/// Reads, and on PostgreSQL locks, the stored rows of these instances.
+fn load_instances(
     tx: &mut Tx<'_>,
-    news: &[Instance],
+    hashes: &[InstanceHash],
 ) -> QueryResult<HashMap<InstanceHash, Instance>> {
-    let mut pending: Vec<InstanceRow> = news.iter().map(InstanceRow::from).collect();
-    let mut stored = HashMap::new();
-    // A retention run on another connection may delete an instance between
-    // the insert and the read: it is new again, so the insert is tried once
-    // more for the vanished ones.
-    for _ in 0..2 {
-        let created: HashSet<Vec<u8>> = insert_new_instances(tx, &pending)?;
-        let known: Vec<Vec<u8>> = pending
-            .iter()
-            .map(|r| r.instance_hash.clone())
-            .filter(|h| !created.contains(h))
-            .collect();
-        for row in backend::lock_instances(tx, &known)? {
-            let instance = Instance::try_from(row)?;
-            stored.insert(instance.hash, instance);
-        }
-        pending.retain(|r| {
-            !created.contains(&r.instance_hash)
-                && InstanceHash::from_stored(&r.instance_hash)
-                    .is_some_and(|h| !stored.contains_key(&h))
-        });
-        if pending.is_empty() {
-            break;
-        }
+    let keys: Vec<Vec<u8>> = hashes.iter().map(|h| h.to_vec()).collect();
+    let mut stored = HashMap::with_capacity(keys.len());
+    for row in backend::lock_instances(tx, &keys)? {
+        let instance = Instance::try_from(row)?;
+        stored.insert(instance.hash, instance);
     }
     Ok(stored)
 }
 
-fn insert_new_instances(tx: &mut Tx<'_>, rows: &[InstanceRow]) -> QueryResult<HashSet<Vec<u8>>> {
-    Ok(backend::insert_new(tx, rows, |r| &r.instance_hash)?
-        .into_iter()
-        .collect())
+/// Inserts the instances the batch found unknown. If another collector
+/// inserted one of them meanwhile (PostgreSQL), the batch was planned on a
+/// snapshot that is no longer true: the transaction fails as a lost race,
+/// and the writer runs it again.
+fn insert_instances(tx: &mut Tx<'_>, news: &[Instance]) -> QueryResult<()> {
+    let rows: Vec<InstanceRow> = news.iter().map(InstanceRow::from).collect();
+    let created = backend::insert_new(tx, &rows, |r| &r.instance_hash)?;
+    if created.len() == rows.len() {
+        return Ok(());
+    }
+    Err(backend::lost_race(
+        "an instance of the batch was stored by another writer meanwhile",
+    ))
 }
 
 /// Adds `deltas` to the per-day aggregates and their all-days totals.

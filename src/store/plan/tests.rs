@@ -58,32 +58,40 @@ struct Model {
 }
 
 impl Model {
-    /// Writes a batch as the store does: keys, then instances, then the plan.
+    /// Writes a batch as the store does: keys without an instance, the
+    /// stored rows, the spill lookups, then the plan.
     fn write(&mut self, records: &[Record]) -> Plan {
-        let fresh: HashSet<ReportHash> = report_keys(records)
-            .into_iter()
-            .map(|(h, _)| h)
-            .filter(|h| self.keys.insert(*h))
-            .collect();
-        let batch = Batch::new(records, &fresh);
-        let mut stored = HashMap::new();
-        for new in batch.new_instances() {
-            match self.instances.get(&new.hash) {
-                Some(old) => {
-                    stored.insert(new.hash, old.clone());
-                }
-                None => {
-                    self.instances.insert(new.hash, new);
-                }
+        self.write_in(records, DedupeWindow::default())
+    }
+
+    fn write_in(&mut self, records: &[Record], window: DedupeWindow) -> Plan {
+        let mut stored = Stored::default();
+        for (h, _) in free_keys(records) {
+            if !self.keys.insert(h) {
+                stored.keys.insert(h);
             }
         }
-        let plan = batch.plan(&stored);
+        for h in instances_of(records) {
+            if let Some(i) = self.instances.get(&h) {
+                stored.instances.insert(h, i.clone());
+            }
+        }
+        for h in spill_lookups(records, &stored.instances) {
+            if self.keys.contains(&h) {
+                stored.keys.insert(h);
+            }
+        }
+        let plan = plan(records, &stored, window);
         for (key, n) in &plan.events {
             *self.events.entry(key.clone()).or_default() += n;
         }
-        for i in &plan.updated {
-            self.instances.insert(i.hash, i.clone());
+        for i in &plan.inserted {
+            assert!(self.instances.insert(i.hash, i.clone()).is_none());
         }
+        for i in &plan.updated {
+            assert!(self.instances.insert(i.hash, i.clone()).is_some());
+        }
+        self.keys.extend(plan.spilled.iter().map(|(h, _)| *h));
         self.apply(&plan.deltas, Zeros::Skip);
         plan
     }
@@ -223,9 +231,10 @@ fn a_legacy_install_after_one_earlier_in_the_batch_is_an_update() {
         .map(|k| (k.event, k.previous_version.as_str()))
         .collect();
     assert_eq!(events, [(Event::Install, ""), (Event::Update, "4.8.0")]);
-    // A new instance that updated in its first batch is written again.
-    assert_eq!(plan.updated.len(), 1);
-    assert_eq!(plan.updated[0].first_seen, day(0));
+    // A new instance that updated in its first batch is inserted with it.
+    assert_eq!((plan.inserted.len(), plan.updated.len()), (1, 0));
+    assert_eq!(plan.inserted[0].first_seen, day(0));
+    assert_eq!(plan.inserted[0].upgrade.as_ref().unwrap().from, "4.8.0");
 }
 
 #[test]
@@ -267,14 +276,125 @@ fn two_reports_of_one_instance_move_its_aggregates_once() {
 }
 
 #[test]
+fn a_report_that_changes_nothing_plans_no_aggregate_row() {
+    let mut model = Model::default();
+    model.write(&[report(1, 3, "4.9.0")]);
+    let plan = model.write(&[report(1, 3, "4.9.0")]);
+    assert!(plan.deltas.is_empty(), "{:?}", plan.deltas);
+    assert_eq!(plan.updated.len(), 1);
+    assert_eq!(plan.events.values().sum::<i64>(), 1);
+}
+
+#[test]
+fn deltas_of_a_batch_are_summed_per_row_in_key_order() {
+    // Instances 2 and 4 have the same edition; both move from day 1 to
+    // day 5 in one batch.
+    let mut model = Model::default();
+    model.write(&[report(2, 1, "4.9.0"), report(4, 1, "4.9.0")]);
+    let plan = model.write(&[report(2, 5, "4.9.0"), report(4, 5, "4.9.0")]);
+    let edition: Vec<(NaiveDate, i64)> = plan
+        .deltas
+        .values
+        .iter()
+        .filter(|(k, _)| k.kind == "attribute" && k.name == "edition")
+        .map(|(k, n)| (k.day, *n))
+        .collect();
+    assert_eq!(edition, [(day(1), -2), (day(5), 2)]);
+    let keys: Vec<&ValueKey> = plan.deltas.values.keys().collect();
+    assert!(keys.windows(2).all(|w| w[0] < w[1]));
+}
+
+#[test]
 fn a_report_without_instance_counts_its_event_only() {
     let mut r = report(1, 0, "4.9.0");
     r.instance = None;
     let mut model = Model::default();
     let plan = model.write(&[r]);
     assert_eq!(plan.events.values().sum::<i64>(), 1);
-    assert!(plan.deltas.is_empty() && plan.updated.is_empty());
+    assert!(plan.deltas.is_empty() && plan.updated.is_empty() && plan.inserted.is_empty());
     assert!(model.instances.is_empty());
+}
+
+/// A report of instance `inst` on day `d` with report id `id`.
+fn sent(inst: u8, d: u32, id: u8) -> Record {
+    let mut r = report(inst, d, "4.9.0");
+    r.report_hash = Some(report_id(id));
+    r
+}
+
+#[test]
+fn a_retry_after_newer_reports_of_its_install_counts_once() {
+    let mut model = Model::default();
+    let n = ROW_KEYS as u8 + 3;
+    for id in 0..n {
+        let plan = model.write(&[sent(1, 0, id)]);
+        assert_eq!(plan.outcomes, [Outcome::Accepted]);
+        // The row is full from the fifth report on: the oldest key moves
+        // to the key store.
+        let spills = usize::from(id) >= ROW_KEYS;
+        assert_eq!(plan.spilled.len(), usize::from(spills), "report {id}");
+    }
+    let row = &model.instances[&instance(1)].keys;
+    assert_eq!(row.keys.len(), ROW_KEYS);
+    assert_eq!(row.spilled, Some(day(0)));
+    // Every earlier report, retried in any order, is a duplicate: the
+    // newest from the row, the oldest from the key store.
+    for id in (0..n).rev() {
+        let plan = model.write(&[sent(1, 1, id)]);
+        assert_eq!(plan.outcomes, [Outcome::Duplicate], "retry of report {id}");
+        assert!(plan.events.is_empty() && plan.updated.is_empty());
+    }
+    // A new report id still counts.
+    assert_eq!(model.write(&[sent(1, 1, n)]).outcomes, [Outcome::Accepted]);
+}
+
+#[test]
+fn an_install_that_reports_rarely_never_uses_the_key_store() {
+    let mut model = Model::default();
+    for id in 0..ROW_KEYS as u8 {
+        assert!(model
+            .write(&[sent(1, u32::from(id), id)])
+            .spilled
+            .is_empty());
+    }
+    let plan = model.write(&[sent(1, 9, 0), sent(1, 9, 3)]);
+    assert_eq!(plan.outcomes, [Outcome::Duplicate, Outcome::Duplicate]);
+    assert!(model.keys.is_empty());
+    assert_eq!(model.instances[&instance(1)].keys.spilled, None);
+}
+
+#[test]
+fn keys_that_left_the_window_leave_the_row() {
+    let window = DedupeWindow { days: 7 };
+    let mut model = Model::default();
+    for id in 0..ROW_KEYS as u8 + 1 {
+        model.write_in(&[sent(1, 0, id)], window);
+    }
+    assert_eq!(model.instances[&instance(1)].keys.spilled, Some(day(0)));
+    // Day 8 is past the seven days of day 0: its keys and its spill mark go.
+    model.write_in(&[sent(1, 8, 100)], window);
+    let row = &model.instances[&instance(1)].keys;
+    assert_eq!(row.keys, [(report_id(100), day(8))]);
+    assert_eq!(row.spilled, None);
+    assert_eq!(row.since(), Some(day(8)));
+    // On day 7, a key of day 0 still counts; on day 8 it would not.
+    let mut keys = RowKeys {
+        keys: vec![(report_id(1), day(0))],
+        spilled: Some(day(0)),
+    };
+    assert_eq!(keys.expire(window.start(day(7))), 0);
+    assert_eq!(keys.expire(window.start(day(8))), 1);
+    assert_eq!(keys, RowKeys::default());
+}
+
+#[test]
+fn a_report_without_instance_is_deduplicated_by_the_key_store() {
+    let mut r = sent(1, 0, 5);
+    r.instance = None;
+    let mut model = Model::default();
+    assert_eq!(model.write(&[r.clone()]).outcomes, [Outcome::Accepted]);
+    assert_eq!(model.write(&[r]).outcomes, [Outcome::Duplicate]);
+    assert_eq!(model.keys.len(), 1);
 }
 
 #[test]
@@ -311,7 +431,42 @@ fn batch() -> impl Strategy<Value = Vec<Record>> {
     })
 }
 
+/// Reports of up to 3 instances and no instance, each report id used by
+/// one of them only (a retry is the same report), over batches.
+fn retries() -> impl Strategy<Value = Vec<Vec<Record>>> {
+    let one = (0u8..4, 0u32..10, 0u8..12);
+    let batch = prop::collection::vec(one, 1..8).prop_map(|reports| {
+        reports
+            .into_iter()
+            .map(|(inst, d, n)| {
+                let mut r = sent(inst, d, inst * 16 + n);
+                if inst == 3 {
+                    r.instance = None;
+                }
+                r
+            })
+            .collect()
+    });
+    prop::collection::vec(batch, 1..8)
+}
+
 proptest! {
+    #[test]
+    fn a_report_counts_once_whatever_came_between(batches in retries()) {
+        let mut model = Model::default();
+        let mut counted = HashSet::new();
+        for b in &batches {
+            let plan = model.write(b);
+            for (r, o) in b.iter().zip(&plan.outcomes) {
+                let first = counted.insert(r.report_hash.unwrap());
+                prop_assert_eq!(*o == Outcome::Accepted, first);
+            }
+            for i in model.instances.values() {
+                prop_assert!(i.keys.keys.len() <= ROW_KEYS);
+            }
+        }
+    }
+
     #[test]
     fn aggregates_hold_each_stored_instance_once(batches in prop::collection::vec(batch(), 1..5)) {
         let mut model = Model::default();

@@ -181,13 +181,25 @@ async fn stored_values_are_closed_vocabulary_and_days(db: TestDb) {
         let ok = match (table.as_str(), column.as_str()) {
             ("instances", "state") => state_is_closed(&value, &allowed),
             (_, "instance_hash" | "report_hash") => is_hash(&value),
+            // Keyed hashes of report ids, 32 bytes each, and their days.
+            ("instances", "report_keys") => {
+                value.len() % 72 == 0 && value.bytes().all(|b| b.is_ascii_hexdigit())
+            }
             ("settings", "name") => [
                 anonstats::store::SECRET_SETTING,
                 anonstats::store::FINGERPRINT_SETTING,
             ]
             .contains(&value.as_str()),
             ("settings", "value") => is_hash(&value),
-            (_, "day" | "first_seen" | "last_seen" | "upgraded_on") => is_day(&value),
+            (
+                _,
+                "day"
+                | "first_seen"
+                | "last_seen"
+                | "upgraded_on"
+                | "report_keys_since"
+                | "report_keys_spilled",
+            ) => is_day(&value),
             (_, "version" | "previous_version" | "upgraded_from" | "upgraded_to" | "value") => {
                 allowed.contains(&value) || is_valid_version(&value)
             }

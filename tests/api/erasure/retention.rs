@@ -108,7 +108,7 @@ async fn prune_deletes_old_snapshots_and_their_aggregates_but_keeps_event_counts
     assert_eq!(stored.counters().total("users"), 42);
     // The two reports 401 and 500 days old had their dedupe keys deleted
     // (default window 30 days); the recent one is still a duplicate.
-    assert_eq!(db.inspect().seen_reports().len(), 1);
+    assert_eq!(db.inspect().dedupe_keys().len(), 1);
     // A pruned instance that reports again is counted as new.
     let app = spawn_app(db).await;
     let back = ReportBuilder::new().instance_of(&stale).build();
@@ -160,7 +160,7 @@ fn prune_honours_its_flags(db: TestDb) {
         "{summary}"
     );
     assert_eq!(db.inspect().instances().len(), 1);
-    assert_eq!(db.inspect().seen_reports().len(), 1);
+    assert_eq!(db.inspect().dedupe_keys().len(), 1);
     assert_aggregates_match_instances(&db);
     let refused = Command::new(env!("CARGO_BIN_EXE_anonstats"))
         .args(["prune", "--database", &db.url, "--dedupe-days", "3"])
@@ -172,6 +172,39 @@ fn prune_honours_its_flags(db: TestDb) {
     );
 }
 on_both_backends_sync!(prune_honours_its_flags);
+
+fn prune_drops_expired_keys_from_the_rows_of_installs_it_keeps(db: TestDb) {
+    // One install that reported 9 days ago, and again 2 days ago; one that
+    // reported 9 days ago only. Both are kept (400 days).
+    let older = instance_report(1);
+    let newer = ReportBuilder::new().instance_of(&older).build();
+    let quiet = instance_report(2);
+    store_reports_on(
+        &db,
+        &[
+            (older.clone(), days_ago(9)),
+            (newer.clone(), days_ago(2)),
+            (quiet.clone(), days_ago(9)),
+        ],
+    );
+    assert_eq!(db.inspect().dedupe_keys().len(), 3);
+
+    let summary = run_prune(&db, &["--dedupe-days", "8"]);
+
+    assert!(
+        summary.contains("pruned 0 instances, 2 dedupe keys"),
+        "{summary}"
+    );
+    let stored = db.inspect();
+    assert_eq!(stored.instances().len(), 2);
+    let keys = stored.dedupe_keys();
+    assert_eq!(keys.len(), 1, "only the key of 2 days ago is left");
+    assert_eq!(keys[0].day, days_ago(2));
+    // A second run finds nothing more to drop.
+    let summary = run_prune(&db, &["--dedupe-days", "8"]);
+    assert!(summary.contains("0 dedupe keys"), "{summary}");
+}
+on_both_backends_sync!(prune_drops_expired_keys_from_the_rows_of_installs_it_keeps);
 
 fn serve_prunes_periodically(db: TestDb) {
     store_reports_on(

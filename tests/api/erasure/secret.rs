@@ -170,7 +170,7 @@ async fn rotate_secret_moves_to_the_configured_secret_and_forgets_the_old_one(db
     let stored = db.inspect();
     for (table, rows) in [
         ("instances", stored.instances().len()),
-        ("seen_reports", stored.seen_reports().len()),
+        ("seen_reports", stored.dedupe_keys().len()),
         ("instance_values", stored.values().len()),
         ("instance_counters", stored.counters().len()),
         ("instance_value_totals", stored.value_totals().len()),

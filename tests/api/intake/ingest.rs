@@ -23,7 +23,7 @@ async fn accepted_report_is_counted_and_snapshotted(db: TestDb) {
         1
     );
     assert_eq!(stored.instances().len(), 1);
-    assert_eq!(stored.seen_reports().len(), 1);
+    assert_eq!(stored.dedupe_keys().len(), 1);
     assert_eq!(stored.values().attribute("db_engine", "mariadb"), 1);
     assert_eq!(stored.counters().total("resources"), 1234);
 }
@@ -124,6 +124,59 @@ async fn retried_report_is_never_counted_twice(db: TestDb) {
     assert_eq!(app.db.inspect().counters().total("users"), 42);
 }
 on_both_backends!(retried_report_is_never_counted_twice);
+
+async fn a_retry_after_newer_reports_of_its_install_counts_once(db: TestDb) {
+    let app = spawn_app(db).await;
+    let first = sample_report();
+    // More newer reports than an install's row keeps keys of.
+    let newer: Vec<_> = (0..6)
+        .map(|_| ReportBuilder::new().instance_of(&first).build())
+        .collect();
+    let sent: Vec<_> = std::iter::once(&first).chain(&newer).collect();
+    for report in &sent {
+        assert_eq!(app.post_report(report).await.status, 202);
+    }
+
+    // Retried newest first, then the oldest: each once more.
+    for (i, report) in sent.iter().enumerate().rev() {
+        let reply = app.post_report(report).await;
+        assert_eq!(reply.status, 200, "retry of report {i}: {}", reply.text());
+        assert_eq!(reply.json(), json!({"status": "duplicate"}));
+    }
+    let stored = app.db.inspect();
+    assert_eq!(stored.reports(), 7);
+    assert_eq!(stored.dedupe_keys().len(), 7);
+    assert_eq!(stored.instances().len(), 1);
+}
+on_both_backends!(a_retry_after_newer_reports_of_its_install_counts_once);
+
+async fn a_known_install_keeps_its_latest_keys_in_its_row(db: TestDb) {
+    let app = spawn_app(db).await;
+    let first = sample_report();
+    assert_eq!(app.post_report(&first).await.status, 202);
+    for _ in 1..anonstats::store::ROW_KEYS {
+        let newer = ReportBuilder::new().instance_of(&first).build();
+        assert_eq!(app.post_report(&newer).await.status, 202);
+    }
+    assert_eq!(
+        app.db.inspect().key_store().len(),
+        0,
+        "an install's first reports write no key of their own"
+    );
+    let newer = ReportBuilder::new().instance_of(&first).build();
+    assert_eq!(app.post_report(&newer).await.status, 202);
+    let anonymous = ReportBuilder::new().anonymous().build();
+    assert_eq!(app.post_report(&anonymous).await.status, 202);
+
+    // The oldest key left the full row for the key store, beside the key
+    // of the report without an instance.
+    let stored = app.db.inspect();
+    assert_eq!(stored.key_store().len(), 2);
+    assert_eq!(stored.dedupe_keys().len(), anonstats::store::ROW_KEYS + 2);
+    assert_eq!(app.post_report(&first).await.status, 200);
+    assert_eq!(app.post_report(&anonymous).await.status, 200);
+}
+on_both_backends!(a_known_install_keeps_its_latest_keys_in_its_row);
 
 async fn concurrent_retries_count_once(db: TestDb) {
     let app = spawn_app(db).await;

@@ -203,7 +203,7 @@ async fn each_rule_is_named_and_nothing_is_stored(db: TestDb) {
     for (table, rows) in [
         ("daily_events", stored.events().len()),
         ("instances", stored.instances().len()),
-        ("seen_reports", stored.seen_reports().len()),
+        ("seen_reports", stored.dedupe_keys().len()),
         ("instance_values", stored.values().len()),
         ("instance_counters", stored.counters().len()),
     ] {

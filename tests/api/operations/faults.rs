@@ -247,7 +247,7 @@ pub(crate) fn settle_and_assert_exact(db: &TestDb, port: u16, ledger: &mut Ledge
             "{event}: stored counts equal acknowledged reports, none lost or doubled"
         );
     }
-    assert_eq!(db.inspect().seen_reports().len(), distinct.len());
+    assert_eq!(db.inspect().dedupe_keys().len(), distinct.len());
     assert_aggregates_match_instances(db);
 }
 

@@ -277,8 +277,32 @@ impl Inspect<'_> {
             .collect()
     }
 
-    /// Every dedupe key.
-    pub fn seen_reports(&self) -> Vec<SeenReportRow> {
+    /// Every dedupe key: those in `seen_reports` and those kept in the
+    /// instance rows, each once.
+    pub fn dedupe_keys(&self) -> Vec<SeenReportRow> {
+        let mut keys = self.key_store();
+        let rows: Vec<Vec<u8>> = instances::table
+            .select(instances::report_keys)
+            .load(&mut self.conn())
+            .expect("load the keys of instance rows");
+        for bytes in rows {
+            assert_eq!(bytes.len() % 36, 0, "a row's keys are 36 bytes each");
+            for key in bytes.chunks_exact(36) {
+                let days = i32::from_be_bytes(key[32..].try_into().unwrap());
+                keys.push(SeenReportRow {
+                    hash: key[..32].to_vec(),
+                    day: NaiveDate::from_num_days_from_ce_opt(days).expect("a day"),
+                });
+            }
+        }
+        keys.sort_by(|a, b| a.hash.cmp(&b.hash));
+        keys.dedup_by(|a, b| a.hash == b.hash);
+        keys
+    }
+
+    /// The dedupe keys in `seen_reports`: those of reports without an
+    /// instance, and those that left a full instance row.
+    pub fn key_store(&self) -> Vec<SeenReportRow> {
         seen_reports::table
             .select((seen_reports::report_hash, seen_reports::day))
             .load(&mut self.conn())
