@@ -11,7 +11,7 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use super::rows::InstanceRow;
 use super::statements::{self, Bulk, Columns, New, Row, Upsert};
 use crate::db::{DbConn, Fault, Faults};
-use crate::schema::{instances, seen_reports};
+use crate::schema::instances;
 
 /// Expands one diesel statement for each backend's concrete connection.
 macro_rules! with_conn {
@@ -158,18 +158,6 @@ pub(super) fn lock_instances(tx: &mut Tx<'_>, hashes: &[Vec<u8>]) -> QueryResult
                 .load(&mut **c)?,
             Tx::Sqlite(c) => query.select(InstanceRow::as_select()).load(&mut **c)?,
         });
-    }
-    Ok(out)
-}
-
-/// Which of these report hashes `seen_reports` holds.
-pub(super) fn find_report_keys(tx: &mut Tx<'_>, hashes: &[&[u8]]) -> QueryResult<Vec<Vec<u8>>> {
-    let mut out = Vec::new();
-    for chunk in hashes.chunks(CHUNK_ROWS) {
-        let query = seen_reports::table
-            .filter(seen_reports::report_hash.eq_any(chunk))
-            .select(seen_reports::report_hash);
-        out.extend(with_tx!(&mut *tx, |c| query.load::<Vec<u8>>(c))?);
     }
     Ok(out)
 }

@@ -12,9 +12,9 @@
 //!
 //! A batch is planned once the store has said what it holds: the rows of
 //! the batch's instances ([`instances_of`], read and on PostgreSQL locked),
-//! and which keys the key store holds already ([`free_keys`], inserted
-//! first because two collectors may race on them; [`spill_lookups`], read,
-//! since the instance's lock orders them). [`plan`] then decides.
+//! and which of its keys for the key store ([`store_keys`]) were there
+//! already (they are inserted first, so that two collectors racing on one
+//! agree). [`plan`] then decides.
 //!
 //! Rules:
 //! - a report whose `report_id` an earlier report of the batch, its
@@ -31,7 +31,8 @@
 //!   to the new one, however many reports it holds;
 //! - a row keeps its last [`ROW_KEYS`] keys within the dedupe window; an
 //!   older key within the window moves to the key store, and the row notes
-//!   the day, so that later reports of the instance are looked up there too.
+//!   the day: until that day leaves the window, the instance's later keys
+//!   go to the key store as well, as those of reports without an instance.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -112,8 +113,8 @@ pub struct RowKeys {
     /// arrived.
     pub keys: Vec<(ReportHash, NaiveDate)>,
     /// The last day a key of this row moved to the key store: until that
-    /// day leaves the dedupe window, a report not found in the row is
-    /// looked up in the key store too.
+    /// day leaves the dedupe window, the instance's new keys go there too,
+    /// where they are found with the older ones.
     pub spilled: Option<NaiveDate>,
 }
 
@@ -138,6 +139,12 @@ impl RowKeys {
             self.spilled = None;
         }
         before - self.keys.len()
+    }
+
+    /// Whether a report of `day` keeps its key in the key store: the row
+    /// has spilled keys there that are still in the window.
+    pub fn spills_on(&self, day: NaiveDate, window: DedupeWindow) -> bool {
+        self.spilled.is_some_and(|d| d >= window.start(day))
     }
 
     /// Adds the key of an accepted report of `day`; returns the key it
@@ -356,36 +363,33 @@ pub fn instances_of(records: &[Record]) -> Vec<InstanceHash> {
     hashes.into_iter().collect()
 }
 
-/// The keys of the reports without an instance, each once with the day of
-/// its first report, in key order: the key store holds these.
-pub fn free_keys(records: &[Record]) -> Vec<(ReportHash, NaiveDate)> {
+/// The keys the key store holds for a batch, each once with the day of its
+/// first report, in key order: those of reports without an instance, and
+/// those of reports whose stored instance has spilled keys there and whose
+/// row does not hold them. They are inserted before the batch is planned:
+/// the ones that were stored already are duplicates.
+pub fn store_keys(
+    records: &[Record],
+    instances: &HashMap<InstanceHash, Instance>,
+    window: DedupeWindow,
+) -> Vec<(ReportHash, NaiveDate)> {
     let mut seen = HashSet::new();
     let mut keys: Vec<(ReportHash, NaiveDate)> = records
         .iter()
-        .filter(|r| r.instance.is_none())
-        .filter_map(|r| r.report_hash.map(|h| (h, r.day)))
+        .filter_map(|r| {
+            let hash = r.report_hash?;
+            let in_store = match &r.instance {
+                None => true,
+                Some(i) => instances
+                    .get(&i.hash)
+                    .is_some_and(|s| s.keys.spills_on(r.day, window) && !s.keys.holds(&hash)),
+            };
+            in_store.then_some((hash, r.day))
+        })
         .filter(|(h, _)| seen.insert(*h))
         .collect();
     keys.sort();
     keys
-}
-
-/// The keys to look up in the key store: those of reports whose stored
-/// instance has spilled keys there and whose row does not hold them. In
-/// key order.
-pub fn spill_lookups(
-    records: &[Record],
-    instances: &HashMap<InstanceHash, Instance>,
-) -> Vec<ReportHash> {
-    let hashes: BTreeSet<ReportHash> = records
-        .iter()
-        .filter_map(|r| {
-            let hash = r.report_hash?;
-            let stored = instances.get(&r.instance.as_ref()?.hash)?;
-            (stored.keys.spilled.is_some() && !stored.keys.holds(&hash)).then_some(hash)
-        })
-        .collect();
-    hashes.into_iter().collect()
 }
 
 /// What the store holds of a batch, read before it is planned.
@@ -455,9 +459,17 @@ pub fn plan(records: &[Record], stored: &Stored, window: DedupeWindow) -> Plan {
     for (hash, reports) in batch {
         let old = stored.instances.get(&hash);
         let mut keys = old.map(|o| o.keys.clone()).unwrap_or_default();
+        // An install that has spilled keys keeps the new ones in the key
+        // store too ([`store_keys`]): its row stays as it is, and its mark
+        // moves to the day of its latest report.
+        let before = keys.clone();
         keys.expire(window.start(reports.last.day));
         for (h, day) in reports.keys {
-            plan.spilled.extend(keys.push(h, day));
+            if before.spills_on(day, window) {
+                keys.spilled = Some(keys.spilled.map_or(day, |d| d.max(day)));
+            } else {
+                plan.spilled.extend(keys.push(h, day));
+            }
         }
         let new = Instance {
             hash,

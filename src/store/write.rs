@@ -87,18 +87,17 @@ fn write_in(
     records: &[Record],
     window: DedupeWindow,
 ) -> QueryResult<Vec<Outcome>> {
-    let free = plan::free_keys(records);
-    let fresh = insert_report_keys(tx, &free)?;
-    let mut stored = Stored {
-        instances: load_instances(tx, &plan::instances_of(records))?,
-        keys: free
+    let instances = load_instances(tx, &plan::instances_of(records))?;
+    let keys = plan::store_keys(records, &instances, window);
+    let fresh = insert_report_keys(tx, &keys)?;
+    let stored = Stored {
+        keys: keys
             .iter()
             .map(|(h, _)| *h)
             .filter(|h| !fresh.contains(h))
             .collect(),
+        instances,
     };
-    let lookups = plan::spill_lookups(records, &stored.instances);
-    stored.keys.extend(find_report_keys(tx, &lookups)?);
     let plan = plan::plan(records, &stored, window);
     insert_instances(tx, &plan.inserted)?;
     let events: Vec<EventRow<'_>> = plan
@@ -128,15 +127,6 @@ fn insert_report_keys(
         .collect();
     let inserted = backend::insert_new(tx, &rows, |k| k.report_hash.as_slice())?;
     Ok(inserted
-        .iter()
-        .filter_map(|h| ReportHash::from_stored(h))
-        .collect())
-}
-
-/// Which of these keys the key store holds.
-fn find_report_keys(tx: &mut Tx<'_>, hashes: &[ReportHash]) -> QueryResult<Vec<ReportHash>> {
-    let bytes: Vec<&[u8]> = hashes.iter().map(|h| h.as_slice()).collect();
-    Ok(backend::find_report_keys(tx, &bytes)?
         .iter()
         .filter_map(|h| ReportHash::from_stored(h))
         .collect())

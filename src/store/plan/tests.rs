@@ -66,18 +66,13 @@ impl Model {
 
     fn write_in(&mut self, records: &[Record], window: DedupeWindow) -> Plan {
         let mut stored = Stored::default();
-        for (h, _) in free_keys(records) {
-            if !self.keys.insert(h) {
-                stored.keys.insert(h);
-            }
-        }
         for h in instances_of(records) {
             if let Some(i) = self.instances.get(&h) {
                 stored.instances.insert(h, i.clone());
             }
         }
-        for h in spill_lookups(records, &stored.instances) {
-            if self.keys.contains(&h) {
+        for (h, _) in store_keys(records, &stored.instances, window) {
+            if !self.keys.insert(h) {
                 stored.keys.insert(h);
             }
         }
@@ -329,14 +324,15 @@ fn a_retry_after_newer_reports_of_its_install_counts_once() {
     for id in 0..n {
         let plan = model.write(&[sent(1, 0, id)]);
         assert_eq!(plan.outcomes, [Outcome::Accepted]);
-        // The row is full from the fifth report on: the oldest key moves
-        // to the key store.
-        let spills = usize::from(id) >= ROW_KEYS;
+        // The fifth report fills the row: the oldest key moves to the key
+        // store, and the later keys go there directly.
+        let spills = usize::from(id) == ROW_KEYS;
         assert_eq!(plan.spilled.len(), usize::from(spills), "report {id}");
     }
     let row = &model.instances[&instance(1)].keys;
     assert_eq!(row.keys.len(), ROW_KEYS);
     assert_eq!(row.spilled, Some(day(0)));
+    assert_eq!(model.keys.len(), usize::from(n) - ROW_KEYS);
     // Every earlier report, retried in any order, is a duplicate: the
     // newest from the row, the oldest from the key store.
     for id in (0..n).rev() {
