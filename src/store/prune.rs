@@ -32,6 +32,20 @@ pub struct PruneStats {
 /// never holds locks for long.
 const PRUNE_CHUNK: usize = 1000;
 
+/// The next [`PRUNE_CHUNK`] keys of the instances `$filter` selects, after
+/// the key `$after`, in key order.
+macro_rules! next_candidates {
+    ($conn:expr, $after:expr, $filter:expr) => {
+        with_conn!($conn, |c| instances::table
+            .filter(instances::instance_hash.gt($after))
+            .filter($filter)
+            .order(instances::instance_hash)
+            .select(instances::instance_hash)
+            .limit(PRUNE_CHUNK as i64)
+            .load::<Vec<u8>>(c))
+    };
+}
+
 /// Retention: deletes the snapshots of instances last seen before
 /// `instances_before` and takes their contribution out of the aggregates in
 /// the same transaction, deletes dedupe keys of days before `keys_before`
@@ -62,35 +76,42 @@ pub fn prune(
 /// Deletes the instances last seen before `before`, chunk by chunk;
 /// returns how many, and how many dedupe keys their rows held.
 fn prune_instances(conn: &mut DbConn, before: NaiveDate) -> QueryResult<(u64, u64)> {
-    // Candidates are found in key order by a read that takes no write
-    // lock (there is no index on `last_seen`: it would cost every report
-    // that moves an instance to a new day two more random page writes),
-    // then deleted in a short transaction that checks them again.
+    // There is no index on `last_seen`: it would cost every report that
+    // moves an instance to a new day two more random page writes.
     let (mut deleted, mut keys) = (0, 0);
+    in_chunks(
+        conn,
+        |conn, after| next_candidates!(conn, after, instances::last_seen.lt(before)),
+        |tx, candidates| delete_stale(tx, candidates, before),
+        |(n, k)| (deleted, keys) = (deleted + n as u64, keys + k),
+    )?;
+    Ok((deleted, keys))
+}
+
+/// Walks the instances `find` selects in key order, [`PRUNE_CHUNK`] at a
+/// time. The candidates are found by a read that takes no write lock; then
+/// `change` runs on each chunk in a short transaction of its own, which must
+/// check them again, and `done` gets what it returned.
+fn in_chunks<T>(
+    conn: &mut DbConn,
+    find: impl Fn(&mut DbConn, &[u8]) -> QueryResult<Vec<Vec<u8>>>,
+    change: impl Fn(&mut Tx<'_>, &[Vec<u8>]) -> QueryResult<T>,
+    mut done: impl FnMut(T),
+) -> QueryResult<()> {
     let mut after: Vec<u8> = Vec::new();
     loop {
-        let candidates: Vec<Vec<u8>> = with_conn!(&mut *conn, |c| instances::table
-            .filter(instances::instance_hash.gt(&after))
-            .filter(instances::last_seen.lt(before))
-            .order(instances::instance_hash)
-            .select(instances::instance_hash)
-            .limit(PRUNE_CHUNK as i64)
-            .load::<Vec<u8>>(c))?;
+        let candidates = find(&mut *conn, &after)?;
         let Some(last) = candidates.last() else {
-            break;
+            return Ok(());
         };
         after = last.clone();
-        let (n, k) = retry_conflicts(ATTEMPTS, || {
-            backend::transaction(&mut *conn, Mode::Durable, |tx| {
-                delete_stale(tx, &candidates, before)
-            })
-        })?;
-        (deleted, keys) = (deleted + n as u64, keys + k);
+        done(retry_conflicts(ATTEMPTS, || {
+            backend::transaction(&mut *conn, Mode::Durable, |tx| change(tx, &candidates))
+        })?);
         if candidates.len() < PRUNE_CHUNK {
-            break;
+            return Ok(());
         }
     }
-    Ok((deleted, keys))
 }
 
 /// Deletes those of `candidates` still last seen before `before`, and
@@ -132,32 +153,20 @@ fn delete_stale(
 /// dropped.
 fn prune_row_keys(conn: &mut DbConn, before: NaiveDate) -> QueryResult<u64> {
     let mut dropped = 0;
-    let mut after: Vec<u8> = Vec::new();
-    loop {
-        let candidates: Vec<Vec<u8>> = with_conn!(&mut *conn, |c| instances::table
-            .filter(instances::instance_hash.gt(&after))
-            .filter(
+    in_chunks(
+        conn,
+        |conn, after| {
+            next_candidates!(
+                conn,
+                after,
                 instances::report_keys_since
                     .lt(before)
                     .or(instances::report_keys_spilled.lt(before))
             )
-            .order(instances::instance_hash)
-            .select(instances::instance_hash)
-            .limit(PRUNE_CHUNK as i64)
-            .load::<Vec<u8>>(c))?;
-        let Some(last) = candidates.last() else {
-            break;
-        };
-        after = last.clone();
-        dropped += retry_conflicts(ATTEMPTS, || {
-            backend::transaction(&mut *conn, Mode::Durable, |tx| {
-                expire_row_keys(tx, &candidates, before)
-            })
-        })?;
-        if candidates.len() < PRUNE_CHUNK {
-            break;
-        }
-    }
+        },
+        |tx, candidates| expire_row_keys(tx, candidates, before),
+        |n| dropped += n,
+    )?;
     Ok(dropped)
 }
 
