@@ -60,6 +60,9 @@ pub struct WriterConfig {
     pub max_attempts: u32,
     /// How long a report's dedupe key counts (`--dedupe-days`).
     pub dedupe: store::DedupeWindow,
+    /// Batches committed but not yet known to be on disk, beyond which the
+    /// writer waits for the flush ([`sync_queue`]).
+    pub sync_queue: usize,
 }
 
 impl Default for WriterConfig {
@@ -69,7 +72,21 @@ impl Default for WriterConfig {
             max_batch: DEFAULT_MAX_BATCH,
             max_attempts: 3,
             dedupe: store::DedupeWindow::default(),
+            sync_queue: SYNC_QUEUE,
         }
+    }
+}
+
+/// How many committed batches may wait for their flush on `backend`. It
+/// bounds what a failed flush can refuse; deeper than that, the writer
+/// waits. A PostgreSQL flush is a commit on a connection of its own, a
+/// round trip and a server's WAL write away, so the writer keeps more
+/// batches ahead of it there; on SQLite the flush is one `fdatasync` of
+/// the WAL, and a deeper queue measured slower (docs/performance.md).
+pub fn sync_queue(backend: crate::db::Backend) -> usize {
+    match backend {
+        crate::db::Backend::Postgres => 4,
+        crate::db::Backend::Sqlite => SYNC_QUEUE,
     }
 }
 
@@ -353,7 +370,7 @@ pub fn start(
 ) -> (Ingest, Writer) {
     let (ingest, rx, state) = queue(storage, &config);
     let pool_for_checkpoints = pool.clone();
-    let (to_syncer, committed) = mpsc::sync_channel(SYNC_QUEUE);
+    let (to_syncer, committed) = mpsc::sync_channel(config.sync_queue);
     let syncer = {
         let (pool, state) = (pool.clone(), state.clone());
         std::thread::Builder::new()
@@ -740,7 +757,8 @@ fn recover(pool: &Pool, readers: &[Pool], state: &WriterState, wait: Duration) -
 }
 
 /// Batches committed but not yet known to be on disk, beyond which the
-/// writer waits for the syncer: bounds what a failed flush can refuse.
+/// writer waits for the syncer, unless the backend asks for more
+/// ([`sync_queue`]).
 const SYNC_QUEUE: usize = 2;
 
 /// A committed batch waiting for the flush that makes it durable.
@@ -853,7 +871,7 @@ impl BatchWriter {
                     outcomes,
                     started,
                 };
-                // Blocks while the syncer is SYNC_QUEUE batches behind.
+                // Blocks while the syncer is `sync_queue` batches behind.
                 if let Err(mpsc::SendError(c)) = self.syncer.send(committed) {
                     answer(state, c.replies, Err(IngestError::Unavailable));
                 }

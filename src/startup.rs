@@ -108,12 +108,11 @@ impl Application {
             Sink::Database => {
                 let writer_pool =
                     db::pool_sharing(&config.database_url, WRITER_CONNECTIONS, &storage);
-                ingest::start(
-                    storage,
-                    writer_pool,
-                    vec![pool.clone()],
-                    config.writer.clone(),
-                )
+                let writer_config = ingest::WriterConfig {
+                    sync_queue: ingest::sync_queue(backend),
+                    ..config.writer.clone()
+                };
+                ingest::start(storage, writer_pool, vec![pool.clone()], writer_config)
             }
             Sink::Discard => {
                 tracing::warn!(
