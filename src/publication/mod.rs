@@ -122,20 +122,9 @@ mod tests {
 
     use super::*;
     use crate::anonymize::{InstanceHash, InstanceRecord, InstanceState, Record, ReportHash};
+    use crate::release::testing::{day, plan};
     use crate::release::{build, PeriodCount};
     use crate::validation::Event;
-
-    fn day(s: &str) -> NaiveDate {
-        NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
-    }
-
-    fn plan(budget: f64) -> Plan {
-        let settings = Settings {
-            budget,
-            ..Settings::default()
-        };
-        release::plan(&Catalog::builtin(), &settings).unwrap()
-    }
 
     /// A temporary database with every migration applied.
     fn database() -> DbConn {

@@ -796,23 +796,32 @@ pub fn ledger(stored: &[Stored], budget: f64) -> Ledger {
     }
 }
 
+/// What the unit tests of releases and of their publication share.
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     use super::*;
-    use rand_dp::rngs::StdRng;
-    use rand_dp::SeedableRng;
 
-    fn day(s: &str) -> NaiveDate {
+    /// The day `s` (`YYYY-MM-DD`).
+    pub fn day(s: &str) -> NaiveDate {
         NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
     }
 
-    fn plan(budget: f64) -> Plan {
+    /// The release plan of the built-in catalog with a yearly `budget`.
+    pub fn plan(budget: f64) -> Plan {
         let settings = Settings {
             budget,
             ..Settings::default()
         };
         super::plan(&Catalog::builtin(), &settings).unwrap()
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{day, plan};
+    use super::*;
+    use rand_dp::rngs::StdRng;
+    use rand_dp::SeedableRng;
 
     fn inputs(date: NaiveDate) -> Inputs {
         let mut i = Inputs {
