@@ -5,10 +5,12 @@
 //! expanded for both by [`with_conn!`] or [`with_tx!`].
 
 use diesel::connection::SimpleConnection;
+use diesel::expression::{AppearsOnTable, Expression, ValidGrouping};
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::sqlite::Sqlite;
 
 use super::rows::InstanceRow;
 use super::statements::{self, Bulk, Columns, New, Row, Upsert};
@@ -150,13 +152,20 @@ where
 pub(super) fn lock_instances(tx: &mut Tx<'_>, hashes: &[Vec<u8>]) -> QueryResult<Vec<InstanceRow>> {
     let mut out = Vec::with_capacity(hashes.len());
     for chunk in hashes.chunks(CHUNK_ROWS) {
-        let query = instances::table
-            .filter(instances::instance_hash.eq_any(chunk))
-            .order(instances::instance_hash);
         out.extend(match tx {
-            Tx::Pg(c) => PlannedEachTime(query.select(InstanceRow::as_select()).for_update())
+            Tx::Pg(c) => PlannedEachTime(
+                instances::table
+                    .filter(instances::instance_hash.eq_any(chunk))
+                    .order(instances::instance_hash)
+                    .select(InstanceRow::as_select())
+                    .for_update(),
+            )
+            .load(&mut **c)?,
+            Tx::Sqlite(c) => instances::table
+                .filter(HashIn(chunk))
+                .order(instances::instance_hash)
+                .select(InstanceRow::as_select())
                 .load(&mut **c)?,
-            Tx::Sqlite(c) => query.select(InstanceRow::as_select()).load(&mut **c)?,
         });
     }
     Ok(out)
@@ -215,6 +224,49 @@ impl<Q: QueryFragment<Pg>> QueryFragment<Pg> for PlannedEachTime<Q> {
 }
 
 impl<Q> RunQueryDsl<PgConnection> for PlannedEachTime<Q> {}
+
+/// `instance_hash IN (..)` for SQLite, written so that diesel keeps the
+/// statement prepared: its own `eq_any` makes SQLite parse and plan the
+/// query again at every execution, which cost a batch about 65,000
+/// instructions (see docs/performance.md). The list is padded to a power
+/// of two by repeating its last key, so that a connection keeps one
+/// statement per power of two instead of one per list length.
+#[derive(Debug, Clone, Copy)]
+struct HashIn<'a>(&'a [Vec<u8>]);
+
+impl Expression for HashIn<'_> {
+    type SqlType = diesel::sql_types::Bool;
+}
+
+impl<QS> AppearsOnTable<QS> for HashIn<'_> {}
+
+impl ValidGrouping<()> for HashIn<'_> {
+    type IsAggregate = diesel::expression::is_aggregate::No;
+}
+
+impl QueryId for HashIn<'_> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl QueryFragment<Sqlite> for HashIn<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+        let Some(last) = self.0.last() else {
+            out.push_sql("0");
+            return Ok(());
+        };
+        out.push_sql("\"instances\".\"instance_hash\" IN (");
+        for i in 0..self.0.len().next_power_of_two() {
+            if i > 0 {
+                out.push_sql(", ");
+            }
+            let key = self.0.get(i).unwrap_or(last);
+            out.push_bind_param::<diesel::sql_types::Binary, _>(key)?;
+        }
+        out.push_sql(")");
+        Ok(())
+    }
+}
 
 /// Whether a SQLite error only says that another connection held a lock
 /// (`SQLITE_BUSY`, `SQLITE_LOCKED`): the operation did nothing, and can be
@@ -344,5 +396,66 @@ pub(super) fn scrub(conn: &mut DbConn) -> QueryResult<()> {
             "VACUUM FULL settings, instances, seen_reports, instance_values, \
              instance_counters, instance_value_totals, instance_counter_totals",
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::NaiveDate;
+    use diesel::r2d2::ManageConnection;
+
+    use super::*;
+
+    fn row(hash: Vec<u8>) -> InstanceRow {
+        let day = NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
+        InstanceRow {
+            instance_hash: hash,
+            product: "passbolt".into(),
+            version: "4.9.0".into(),
+            first_seen: day,
+            last_seen: day,
+            state: "{}".into(),
+            upgraded_from: String::new(),
+            upgraded_to: String::new(),
+            upgraded_on: None,
+            report_keys: Vec::new(),
+            report_keys_since: None,
+            report_keys_spilled: None,
+        }
+    }
+
+    fn key(n: u32) -> Vec<u8> {
+        let mut k = vec![0u8; 32];
+        k[..4].copy_from_slice(&n.to_be_bytes());
+        k
+    }
+
+    /// The SQLite read pads its list of keys; whatever the list's length,
+    /// the rows read are exactly the stored ones among its keys, once
+    /// each, and in key order within a chunk.
+    #[test]
+    fn lock_instances_reads_exactly_the_stored_keys_of_any_list() {
+        let mut conn = crate::db::Manager::new(":memory:").connect().unwrap();
+        crate::db::run_migrations(&mut conn).unwrap();
+        // Even keys are stored, odd ones are not.
+        let stored: Vec<InstanceRow> = (0..3000).step_by(2).map(|n| row(key(n))).collect();
+        with_conn!(&mut conn, |c| diesel::insert_into(instances::table)
+            .values(&stored)
+            .execute(c))
+        .unwrap();
+        for len in [1u32, 2, 3, 5, 17, 999, 1000, 1001, 2500] {
+            // Descending, so that any order in the answer is the database's,
+            // and without key 0, which a wrong padding would add.
+            let asked: Vec<Vec<u8>> = (7..7 + len).rev().map(key).collect();
+            let read =
+                transaction(&mut conn, Mode::Durable, |tx| lock_instances(tx, &asked)).unwrap();
+            let mut got: Vec<Vec<u8>> = read.into_iter().map(|r| r.instance_hash).collect();
+            if asked.len() <= CHUNK_ROWS {
+                assert!(got.is_sorted(), "{len} keys: not in key order");
+            }
+            got.sort();
+            let want: Vec<Vec<u8>> = (7..7 + len).filter(|n| n % 2 == 0).map(key).collect();
+            assert_eq!(got, want, "{len} keys");
+        }
     }
 }
