@@ -47,9 +47,7 @@ pub fn seed(
     progress: impl Fn(u64),
 ) -> anyhow::Result<Seeded> {
     let started = Instant::now();
-    let mut conn: DbConn = db::Manager::new(url)
-        .establish()
-        .with_context(|| format!("cannot connect to {}", db::redact_url(url)))?;
+    let mut conn = connect(url)?;
     let pseudonymizer = Pseudonymizer::new(secret.as_bytes());
     let today = Utc::now().date_naive();
     let days = days.max(1);
@@ -154,9 +152,7 @@ pub fn database_bytes(url: &str) -> anyhow::Result<u64> {
         #[diesel(sql_type = BigInt)]
         bytes: i64,
     }
-    let mut conn = db::Manager::new(url)
-        .establish()
-        .with_context(|| format!("cannot connect to {}", db::redact_url(url)))?;
+    let mut conn = connect(url)?;
     match &mut conn {
         DbConn::Sqlite(c) => {
             c.batch_execute("PRAGMA wal_checkpoint(TRUNCATE)")?;
@@ -190,9 +186,7 @@ pub fn reports_stored(url: &str) -> anyhow::Result<u64> {
         #[diesel(sql_type = BigInt)]
         reports: i64,
     }
-    let mut conn = db::Manager::new(url)
-        .establish()
-        .with_context(|| format!("cannot connect to {}", db::redact_url(url)))?;
+    let mut conn = connect(url)?;
     let query = diesel::sql_query(
         "SELECT CAST(COALESCE(SUM(reports), 0) AS BIGINT) AS reports FROM daily_events",
     );
@@ -201,4 +195,11 @@ pub fn reports_stored(url: &str) -> anyhow::Result<u64> {
         DbConn::Pg(c) => query.get_result(c)?,
     };
     Ok(sum.reports.max(0) as u64)
+}
+
+/// A connection to the benchmark's database at `url`.
+fn connect(url: &str) -> anyhow::Result<DbConn> {
+    db::Manager::new(url)
+        .establish()
+        .with_context(|| format!("cannot connect to {}", db::redact_url(url)))
 }
